@@ -1,0 +1,1 @@
+"""Components the stage recipes call. None of them reads params.yaml: they take plain arguments."""

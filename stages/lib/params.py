@@ -1,0 +1,181 @@
+"""The one typed schema for params.yaml. Every stage validates the whole file before doing any work.
+
+An unknown key (a misspelling passed through ``dvc exp run -S``), a wrong type or an out-of-range
+value raises a UserError naming the dotted key and what is allowed.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import UserError
+
+EMBEDDED_MODEL = "embedded:SmolLM2-135M-Instruct"
+
+
+class Strict(BaseModel):
+    # extra="forbid" is what turns a misspelt key into an error instead of a silently ignored knob.
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+Fraction = Field(ge=0.0, le=1.0)
+
+
+class ModelParams(Strict):
+    name_or_path: str = Field(EMBEDDED_MODEL, min_length=1)
+    revision: Optional[str] = None
+    quantization: Literal["none", "8bit", "4bit"] = "none"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    attn_implementation: Literal["auto", "eager", "sdpa", "flash_attention_2"] = "auto"
+    trust_remote_code: bool = False
+    threads: int = Field(0, ge=0, description="torch threads; 0 means one per physical core")
+
+
+class InstructionsParams(Strict):
+    seed: int = 0
+    n_train: int = Field(120, ge=1)
+    n_eval: int = Field(60, ge=1)
+    eval_task_fraction: float = Field(0.3, gt=0.0, lt=1.0)
+    max_constraints: int = Field(2, ge=1, le=4)
+    self_instruct_count: int = Field(0, ge=0)
+    near_duplicate_threshold: float = Field(0.85, gt=0.0, le=1.0)
+
+
+class GenerateParams(Strict):
+    seed: int = 0
+    k: int = Field(2, ge=1, description="samples per instruction; the best valid one is kept")
+    n_shots: int = Field(2, ge=0, le=8)
+    max_new_tokens: int = Field(96, ge=1)
+    temperature: float = Field(0.7, ge=0.0)
+    top_p: float = Field(0.9, gt=0.0, le=1.0)
+    repetition_penalty: float = Field(1.1, gt=0.0)
+    batch_size: int = Field(16, ge=1)
+    delimiter: str = Field("###", min_length=1)
+    placeholder_fallback: bool = False
+    max_placeholder_rate: float = Field(0.2, ge=0.0, le=1.0)
+
+
+class LoraParams(Strict):
+    r: int = Field(16, ge=1)
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    target_modules: list[str] | Literal["all-linear"] = "all-linear"
+
+
+class TrainParams(Strict):
+    """Settings shared by SFT and DPO training."""
+
+    lora: LoraParams = LoraParams()
+    learning_rate: float = Field(2e-4, gt=0.0)
+    epochs: float = Field(1.0, gt=0.0)
+    max_steps: int = Field(-1, ge=-1, description="-1: run the epochs; >0 caps the steps")
+    batch_size: int = Field(8, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    max_length: int = Field(256, ge=8)
+    warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0)
+    scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
+    seed: int = 0
+    gradient_checkpointing: Literal["auto", "on", "off"] = "auto"
+    logging_steps: int = Field(1, ge=1)
+    accelerate_config: Optional[str] = None
+
+
+class SftParams(TrainParams):
+    eval_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+
+
+class PrefsParams(Strict):
+    seed: int = 0
+    n_samples: int = Field(4, ge=2)
+    max_new_tokens: int = Field(96, ge=1)
+    temperature: float = Field(0.9, ge=0.0)
+    top_p: float = Field(0.95, gt=0.0, le=1.0)
+    batch_size: int = Field(16, ge=1)
+    min_margin: float = Field(0.25, ge=0.0)
+    synthetic_per_prompt: int = Field(1, ge=0)
+    negative_weights: dict[
+        Literal["refusal", "format_violation", "off_topic", "verbose", "truncated"],
+        float,
+    ] = Field(
+        default_factory=lambda: {
+            "refusal": 1.0,
+            "format_violation": 2.0,
+            "off_topic": 1.0,
+            "verbose": 1.0,
+            "truncated": 1.0,
+        }
+    )
+
+    @model_validator(mode="after")
+    def _weights(self):
+        if any(w < 0 for w in self.negative_weights.values()):
+            raise ValueError("negative_weights must be >= 0")
+        if self.synthetic_per_prompt and sum(self.negative_weights.values()) <= 0:
+            raise ValueError("negative_weights must have a positive total when synthetic_per_prompt > 0")
+        return self
+
+
+class DpoParams(TrainParams):
+    init: Literal["sft", "base"] = "sft"
+    beta: float = Field(0.1, gt=0.0)
+    loss_type: Literal["sigmoid", "ipo", "hinge"] = "sigmoid"
+    precompute_ref_log_probs: bool = False
+    learning_rate: float = Field(5e-5, gt=0.0)
+
+
+class EvalParams(Strict):
+    prompts: str = Field("data/instructions/eval.jsonl", min_length=1)
+    max_new_tokens: int = Field(128, ge=1)
+    batch_size: int = Field(16, ge=1)
+
+
+class ReportParams(Strict):
+    seed: int = 0
+    bootstrap_samples: int = Field(2000, ge=100)
+    alpha: float = Field(0.05, gt=0.0, lt=1.0)
+
+
+class Params(Strict):
+    model: ModelParams = ModelParams()
+    instructions: InstructionsParams = InstructionsParams()
+    generate: GenerateParams = GenerateParams()
+    sft: SftParams = SftParams()
+    prefs: PrefsParams = PrefsParams()
+    dpo: DpoParams = DpoParams()
+    eval: EvalParams = EvalParams()
+    report: ReportParams = ReportParams()
+
+
+def _describe(err: dict) -> str:
+    key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return f"{key}: unknown key (check the spelling; allowed keys are in params.yaml's schema, stages/lib/params.py)"
+    ctx = err.get("ctx") or {}
+    if kind == "literal_error":
+        return f"{key}: {err['input']!r} is not allowed; expected {ctx.get('expected')}"
+    return f"{key}: {err['msg']} (got {err.get('input')!r})"
+
+
+def parse_params(raw: object, source: str = "params.yaml") -> Params:
+    if not isinstance(raw, dict):
+        raise UserError(f"{source}: expected a mapping of stage names to settings at the top level")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        lines = "\n  ".join(_describe(e) for e in exc.errors())
+        raise UserError(f"{source}: invalid params:\n  {lines}") from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: file not found")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: not valid YAML: {exc}") from None
+    return parse_params(raw, str(path))
