@@ -47,11 +47,21 @@ class Instruction(Record):
         return self
 
 
+class FewShotExample(Record):
+    """A hand-written example for completion-style few-shot prompts (data/fewshot.jsonl)."""
+
+    instruction: str = Field(min_length=1)
+    response: str = Field(min_length=1)
+    instruction_id_list: list[str] = []
+    kwargs: list[dict] = []
+
+
 class SftExample(Record):
     """One SFT training record: TRL's prompt/completion format, plus provenance and checker scores."""
 
-    prompt: str = Field(min_length=1)
+    prompt: str = Field(min_length=1)  # zero-shot, what SFT trains on and evaluation uses
     completion: str = Field(min_length=1)
+    generation_prompt: str  # the exact few-shot prompt that produced the completion
     key: int | str
     instruction: str
     instruction_id_list: list[str]

@@ -1,0 +1,27 @@
+"""Opening a model for a stage from params: precision from the hardware, threads, the clean loader."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+from .hardware import Precision, resolve_precision, set_threads
+from .loader import load_model, load_tokenizer
+from .params import ModelParams
+
+BASE_DIR = Path("models/base")
+
+
+def precision_for(params: ModelParams) -> Precision:
+    set_threads(params.threads)
+    return resolve_precision(params.dtype, params.quantization)
+
+
+def open_model(params: ModelParams, adapters: Sequence[str | Path] = (), precision: Precision | None = None):
+    """(model, tokenizer, precision) for inference: a fresh base with ``adapters`` on top."""
+    precision = precision or precision_for(params)
+    tokenizer = load_tokenizer(BASE_DIR, trust_remote_code=params.trust_remote_code)
+    model = load_model(
+        BASE_DIR, precision, adapters,
+        trust_remote_code=params.trust_remote_code, attn_implementation=params.attn_implementation,
+    )
+    return model, tokenizer, precision

@@ -1,0 +1,190 @@
+"""The make_instructions stage end to end (in a temp dir), and the curated data under data/."""
+import json
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import run_stage, write_params
+
+from stages import make_instructions
+from stages.lib import checkers, compose
+from stages.lib.records import Instruction, Task, read_jsonl
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA_FILES = ("tasks.jsonl", "constraints.yaml", "fewshot.jsonl")
+OUTPUTS = (Path("data/instructions/train.jsonl"), Path("data/instructions/eval.jsonl"))
+
+
+@pytest.fixture()
+def workdir(tmp_path, monkeypatch) -> Path:
+    (tmp_path / "data").mkdir()
+    for name in DATA_FILES:
+        shutil.copy(ROOT / "data" / name, tmp_path / "data" / name)
+    write_params(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def _run(tmp_path: Path, **instructions) -> tuple[bytes, bytes]:
+    write_params(tmp_path, instructions=instructions)
+    make_instructions.main()
+    return tuple(p.read_bytes() for p in OUTPUTS)
+
+
+def _fails(capsys, *fragments: str) -> None:
+    with pytest.raises(SystemExit) as exc:
+        make_instructions.main()
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    for fragment in fragments:
+        assert fragment in err, err
+    assert not any(p.exists() for p in OUTPUTS)
+
+
+# --- the stage ------------------------------------------------------------------------------------------
+
+
+def test_stage_writes_disjoint_train_and_eval(workdir, capsys):
+    _run(workdir, n_train=50, n_eval=30, seed=3)
+    train = read_jsonl(OUTPUTS[0], Instruction)
+    evals = read_jsonl(OUTPUTS[1], Instruction)
+    assert (len(train), len(evals)) == (50, 30)
+    assert {r.task_id for r in train}.isdisjoint({r.task_id for r in evals})
+    assert len({r.key for r in train + evals}) == 80
+    assert all(isinstance(r.key, int) for r in train + evals)
+    for rec in train + evals:
+        for iid, kw in zip(rec.instruction_id_list, rec.kwargs):
+            checkers.validate_kwargs(iid, kw)
+    assert "train" in capsys.readouterr().out
+
+
+def test_stage_output_is_byte_identical_per_seed(workdir):
+    first = _run(workdir, seed=11)
+    assert _run(workdir, seed=11) == first
+    other = _run(workdir, seed=12)
+    assert other[0] != first[0] and other[1] != first[1]
+
+
+def test_eval_prompts_do_not_move_when_n_train_changes(workdir):
+    assert _run(workdir, n_train=40)[1] == _run(workdir, n_train=90)[1]
+
+
+def test_pools_are_reused_internally_when_short_of_tasks(workdir):
+    _run(workdir, n_train=300, n_eval=150, max_constraints=3)
+    train = read_jsonl(OUTPUTS[0], Instruction)
+    evals = read_jsonl(OUTPUTS[1], Instruction)
+    assert (len(train), len(evals)) == (300, 150)
+    assert max(Counter(r.task_id for r in evals).values()) >= 2  # eval tasks reused ...
+    assert {r.task_id for r in train}.isdisjoint({r.task_id for r in evals})  # ... but never across pools
+
+
+def test_cli_entry_point_runs_as_dvc_would(workdir):
+    result = run_stage("make_instructions", workdir)
+    assert result.returncode == 0, result.stderr
+    assert all(p.is_file() for p in OUTPUTS)
+    (workdir / "data/tasks.jsonl").write_text("not json\n")
+    result = run_stage("make_instructions", workdir)
+    assert result.returncode == 2 and "data/tasks.jsonl:1" in result.stderr
+    assert not any(p.exists() for p in OUTPUTS)
+
+
+def test_malformed_task_line_fails_naming_file_and_line(workdir, capsys):
+    for p in OUTPUTS:  # stale outputs from an earlier run must not survive a failed one
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text("stale\n")
+    path = workdir / "data/tasks.jsonl"
+    lines = path.read_text().splitlines()
+    lines[2] = '{"task_id": "qa-003", "category": "factual_qa"'
+    path.write_text("\n".join(lines) + "\n")
+    _fails(capsys, "data/tasks.jsonl:3")
+
+
+def test_task_missing_a_field_fails_naming_the_field(workdir, capsys):
+    path = workdir / "data/tasks.jsonl"
+    lines = path.read_text().splitlines()
+    lines[4] = json.dumps({"task_id": "qa-005", "category": "factual_qa"})
+    path.write_text("\n".join(lines) + "\n")
+    _fails(capsys, "data/tasks.jsonl:5", "text")
+
+
+def test_repeated_task_id_fails(workdir, capsys):
+    path = workdir / "data/tasks.jsonl"
+    path.write_text(path.read_text() + json.dumps({"task_id": "qa-001", "category": "lists", "text": "Name a tree."}) + "\n")
+    _fails(capsys, "qa-001", "unique")
+
+
+def test_unknown_instruction_id_in_constraints_fails_naming_it(workdir, capsys):
+    path = workdir / "data/constraints.yaml"
+    raw = yaml.safe_load(path.read_text())
+    raw["instructions"]["detectable_format:haiku_shape"] = {"phrasings": ["Write it as a haiku."]}
+    path.write_text(yaml.safe_dump(raw))
+    _fails(capsys, "data/constraints.yaml", "detectable_format:haiku_shape")
+
+
+def test_kwargs_the_checkers_reject_fail_before_writing(workdir, capsys):
+    path = workdir / "data/constraints.yaml"
+    raw = yaml.safe_load(path.read_text())
+    raw["instructions"] = {"detectable_content:number_placeholders": {
+        "phrasings": ["Use {num_placeholders} placeholders."], "kwargs": {"num_placeholders": {"choices": [0]}}}}
+    raw["conflicts"] = []
+    path.write_text(yaml.safe_dump(raw))
+    _fails(capsys, "data/constraints.yaml", "num_placeholders")
+
+
+def test_self_instruct_tasks_join_train_only(workdir, monkeypatch):
+    extra = [Task(task_id=f"si-{i:03d}", category="lists", text=t) for i, t in enumerate(
+        ["List three tools used for knitting.", "Name four fish that live in rivers.", "List three parts of a sailboat."], 1)]
+    monkeypatch.setattr(make_instructions.self_instruct, "generate_candidate_tasks", lambda *a, **k: extra)
+    _run(workdir, self_instruct_count=3, n_train=400, n_eval=20)
+    train_ids = {r.task_id for r in read_jsonl(OUTPUTS[0], Instruction)}
+    eval_ids = {r.task_id for r in read_jsonl(OUTPUTS[1], Instruction)}
+    assert {"si-001", "si-002", "si-003"} <= train_ids
+    assert not any(i.startswith("si-") for i in eval_ids)
+
+
+def test_self_instruct_without_a_model_fails_cleanly(workdir, capsys):
+    write_params(workdir, instructions={"self_instruct_count": 5})
+    _fails(capsys, "self_instruct_count")
+
+
+# --- curated data --------------------------------------------------------------------------------------
+
+
+def test_curated_tasks_are_plentiful_and_varied():
+    tasks = read_jsonl(ROOT / "data/tasks.jsonl", Task)
+    cats = Counter(t.category for t in tasks)
+    assert len(tasks) >= 250 and len({t.task_id for t in tasks}) == len(tasks)
+    assert len(cats) >= 6 and min(cats.values()) >= 35
+    assert len({compose.normalise(t.text) for t in tasks}) == len(tasks)
+
+
+def test_constraints_cover_enough_ids_with_several_phrasings():
+    raw = yaml.safe_load((ROOT / "data/constraints.yaml").read_text())
+    config = compose.parse_constraints(raw, checkers.SUPPORTED_IDS)
+    assert len(config.instructions) >= 15
+    assert all(2 <= len(spec.phrasings) <= 4 for spec in config.instructions.values())
+    assert ("change_case:english_lowercase", "change_case:english_capital") in config.conflicts
+
+
+def test_fewshot_examples_pass_their_own_checkers():
+    rows = [json.loads(line) for line in (ROOT / "data/fewshot.jsonl").read_text().splitlines() if line.strip()]
+    assert len(rows) >= 8
+    for row in rows:
+        assert set(row) == {"instruction", "response", "instruction_id_list", "kwargs"}
+        assert 1 <= len(row["instruction_id_list"]) <= 2
+        result = checkers.score(row["response"], row["instruction_id_list"], row["kwargs"], row["instruction"])
+        assert result.prompt_strict, (row["instruction"], result)
+
+
+def test_fewshot_tasks_are_not_curated_tasks():
+    tasks = read_jsonl(ROOT / "data/tasks.jsonl", Task)
+    rows = [json.loads(line) for line in (ROOT / "data/fewshot.jsonl").read_text().splitlines() if line.strip()]
+    task_texts = [t.text for t in tasks]
+    for row in rows:
+        instruction = compose.normalise(row["instruction"])
+        assert not any(compose.normalise(t) in instruction for t in task_texts), row["instruction"]
+        # the task part is the instruction's first sentence; compare it too
+        first = row["instruction"].split("? ")[0].split(". ")[0]
+        assert not compose.near_duplicate_pairs([first], task_texts, 0.85), row["instruction"]
