@@ -51,3 +51,44 @@ def write_params(directory: Path, **sections) -> Path:
     path = directory / "params.yaml"
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     return path
+
+
+# Settings that make every stage run in seconds on the tiny model. Generation from a random model
+# is gibberish, so placeholders are allowed and preference margins may be zero.
+TINY_SETTINGS = {
+    "instructions": {"n_train": 16, "n_eval": 8},
+    "generate": {"k": 2, "max_new_tokens": 12, "batch_size": 8, "placeholder_fallback": True,
+                 "max_placeholder_rate": 1.0},
+    "sft": {"max_steps": 2, "batch_size": 4, "max_length": 128, "eval_fraction": 0.25},
+    "prefs": {"n_samples": 2, "max_new_tokens": 12, "batch_size": 8, "min_margin": 0.0},
+    "dpo": {"max_steps": 2, "batch_size": 4, "max_length": 128},
+    "eval": {"max_new_tokens": 12, "batch_size": 8},
+    "report": {"bootstrap_samples": 200},
+}
+DATA_FILES = ("data/tasks.jsonl", "data/constraints.yaml", "data/fewshot.jsonl")
+
+
+def make_tiny_project(directory: Path, model_dir: Path, **overrides) -> Path:
+    """A project folder (data files + params.yaml) whose model is the tiny one."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for rel in DATA_FILES:
+        (directory / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / rel, directory / rel)
+    sections = {k: dict(v) for k, v in TINY_SETTINGS.items()}
+    sections["model"] = {"name_or_path": str(model_dir), "dtype": "float32"}
+    for section, values in overrides.items():
+        sections.setdefault(section, {}).update(values)
+    write_params(directory, **sections)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(tiny_hf_dir, tmp_path_factory) -> Path:
+    """A tiny project run through every stage once, in order; tests read its outputs, never write them."""
+    project = make_tiny_project(tmp_path_factory.mktemp("pipeline") / "project", tiny_hf_dir)
+    for stage, args in [("prepare_base", ()), ("make_instructions", ()), ("generate_sft", ()), ("train_sft", ()),
+                        ("build_prefs", ()), ("train_dpo", ()), ("evaluate", ("--model", "base")),
+                        ("evaluate", ("--model", "sft")), ("evaluate", ("--model", "dpo")), ("report", ())]:
+        result = run_stage(stage, project, *args)
+        assert result.returncode == 0, f"{stage} failed:\n{result.stderr[-3000:]}"
+    return project

@@ -1,0 +1,110 @@
+"""Stage evaluate@{base,sft,dpo}: one model, in its own process, on the held-out IFEval-format prompts.
+
+Recipe: read the eval prompts (any JSONL in IFEval's input format); set aside prompts with ids we
+cannot check, counted; load a fresh base with this model's adapters; greedy-decode every prompt in
+the same completion format and precision as the other models; score strict and loose; write the
+per-prompt outcomes (for paired statistics) and metrics/eval/<model>.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter
+from pathlib import Path
+
+from stages.lib import checkers
+from stages.lib.cleaning import clean
+from stages.lib.errors import UserError, stage_main
+from stages.lib.eval_metrics import summarize
+from stages.lib.generation import GenerationSettings, generate
+from stages.lib.io import remove_outputs, write_json_atomic, write_jsonl_atomic
+from stages.lib.model_session import open_model
+from stages.lib.params import load_params
+from stages.lib.prompts import stop_strings, zero_shot_prompt
+from stages.lib.records import EvalOutcome, Instruction, read_jsonl
+from stages.lib.runinfo import measured
+
+MODELS = ("base", "sft", "dpo")
+
+
+def adapters_for(model: str) -> list[Path]:
+    """The adapters that make ``model``, read from what training wrote (DPO's manifest names its init)."""
+    if model == "base":
+        return []
+    if model == "sft":
+        return [Path("models/sft")]
+    manifest = Path("models/dpo/manifest.json")
+    if not manifest.is_file():
+        raise UserError(f"{manifest}: missing; run `dvc repro train_dpo`")
+    init = json.loads(manifest.read_text())["init"]
+    return ([Path("models/sft")] if init == "sft" else []) + [Path("models/dpo")]
+
+
+def split_supported(prompts: list[Instruction]) -> tuple[list[Instruction], Counter]:
+    """Prompts we can score in full, and a count of the unsupported ids that excluded the others."""
+    supported, unsupported = [], Counter()
+    for p in prompts:
+        missing = [i for i in p.instruction_id_list if i not in checkers.SUPPORTED_IDS]
+        if missing:
+            unsupported.update(missing)
+        else:
+            for iid, kw in zip(p.instruction_id_list, p.kwargs):
+                checkers.validate_kwargs(iid, {k: v for k, v in kw.items() if v is not None})
+            supported.append(p)
+    return supported, unsupported
+
+
+def outcome(p: Instruction, response: str) -> dict:
+    kwargs = [{k: v for k, v in kw.items() if v is not None} for kw in p.kwargs]
+    strict = [checkers.check_strict(i, response, kw, p.prompt) for i, kw in zip(p.instruction_id_list, kwargs)]
+    loose = [checkers.check_loose(i, response, kw, p.prompt) for i, kw in zip(p.instruction_id_list, kwargs)]
+    return EvalOutcome(key=p.key, category=p.category, prompt=p.prompt, response=response,
+                       instruction_id_list=p.instruction_id_list, strict=strict, loose=loose,
+                       prompt_strict=all(strict), prompt_loose=all(loose)).model_dump(mode="json")
+
+
+@stage_main
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", choices=MODELS, required=True)
+    name = parser.parse_args(argv).model
+    params = load_params()
+    out_file, metrics_file = Path(f"data/eval/{name}/outcomes.jsonl"), Path(f"metrics/eval/{name}.json")
+
+    all_prompts = read_jsonl(params.eval.prompts, Instruction)
+    prompts, unsupported = split_supported(all_prompts)
+    if not prompts:
+        raise UserError(f"{params.eval.prompts}: no prompt has only supported instruction ids "
+                        f"(unsupported: {dict(unsupported)})")
+    adapters = adapters_for(name)
+    remove_outputs(out_file.parent, metrics_file)
+
+    with measured() as run:
+        model, tokenizer, precision = open_model(params.model, adapters)
+        delimiter = params.generate.delimiter
+        settings = GenerationSettings(params.eval.max_new_tokens, batch_size=params.eval.batch_size)  # greedy
+        samples = generate(model, tokenizer, [zero_shot_prompt(p.prompt) for p in prompts], settings,
+                           stop_strings=stop_strings(delimiter), desc=f"evaluate@{name}")
+        outcomes = [outcome(p, clean(s[0].text, delimiter, s[0].hit_token_limit).text) for p, s in zip(prompts, samples)]
+        weights_mb = sum(t.numel() * t.element_size() for t in model.parameters()) / 2**20
+
+    summary = summarize([EvalOutcome.model_validate(o) for o in outcomes])
+    metrics = summary | {
+        "model": name,
+        "excluded_prompts": len(all_prompts) - len(prompts),
+        "unsupported_ids": dict(sorted(unsupported.items())),
+        "precision": precision.to_dict(),
+        "wall_s": run.wall_s,
+        "peak_rss_mb": run.peak_rss_mb,
+        "weights_mb": round(weights_mb, 1),
+    }
+    write_jsonl_atomic(out_file, outcomes)
+    write_json_atomic(metrics_file, metrics)
+    overall = summary["overall"]
+    print(f"evaluate@{name}: prompt strict {overall['prompt_strict']['accuracy']:.1%}, loose "
+          f"{overall['prompt_loose']['accuracy']:.1%} on {summary['n_prompts']} prompts "
+          f"({metrics['excluded_prompts']} excluded); peak RSS {run.peak_rss_mb} MB; {run.wall_s} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,39 @@
+"""The DPO training setup, built from params so that SFT->DPO and DPO-only differ only in the start.
+
+``dpo.init: sft`` merges the SFT adapter into a fresh base and trains a new adapter on top; the
+reference is that merged model with the new adapter disabled. ``dpo.init: base`` trains the adapter
+on the base; the reference is the base. In both the reference is the policy's own frozen weights
+(PEFT's adapter switched off), so there is never a second full copy of the model.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .hardware import Precision
+from .params import DpoParams
+from .training import common_args, lora_config
+
+SFT_ADAPTER = Path("models/sft")
+
+
+@dataclass
+class DpoSetup:
+    init: str
+    start_adapters: list[Path]  # merged into the base before training: the starting point
+    config_kwargs: dict  # DPOConfig arguments
+    lora: object  # peft.LoraConfig
+
+
+def dpo_setup(dpo: DpoParams, precision: Precision, output_dir: str) -> DpoSetup:
+    config_kwargs = common_args(dpo, precision, output_dir, has_eval=False) | dict(
+        beta=dpo.beta,
+        loss_type=[dpo.loss_type],
+        precompute_ref_log_probs=dpo.precompute_ref_log_probs,
+    )
+    return DpoSetup(
+        init=dpo.init,
+        start_adapters=[SFT_ADAPTER] if dpo.init == "sft" else [],
+        config_kwargs=config_kwargs,
+        lora=lora_config(dpo.lora),
+    )

@@ -1,0 +1,95 @@
+"""Stage train_dpo: DPO with a LoRA adapter, from the SFT model (dpo.init=sft) or the base (dpo.init=base).
+
+Recipe: read the preference pairs; load a fresh base and merge the starting adapter into it if
+there is one; train a new LoRA adapter with TRL's DPOTrainer, the reference being the same weights
+with the adapter switched off; save the adapter with a manifest naming its init, curves, metrics.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from stages.lib.dpo_setup import dpo_setup
+from stages.lib.errors import UserError, stage_main
+from stages.lib.io import atomic_dir, remove_outputs, write_json_atomic
+from stages.lib.loader import apply_adapters, load_base_model, load_tokenizer
+from stages.lib.manifest import build_manifest
+from stages.lib.model_session import BASE_DIR, precision_for
+from stages.lib.params import load_params
+from stages.lib.records import PreferencePair, read_jsonl
+from stages.lib.runinfo import measured
+from stages.lib.training import ScratchDir, dvclive_callback, is_main_process, summarize_training, training_precision
+
+DATA = Path("data/prefs/pairs.jsonl")
+OUT = Path("models/dpo")
+METRICS = Path("metrics/train_dpo.json")
+LIVE = Path("metrics/train_dpo")
+CURVES = ("loss", "rewards/margins", "rewards/accuracies", "rewards/chosen", "rewards/rejected")
+
+
+def curve_ends(log_history: list[dict]) -> dict:
+    """First and last logged value of each DPO curve."""
+    out = {}
+    for key in CURVES:
+        values = [h[key] for h in log_history if key in h]
+        if values:
+            name = key.replace("/", "_")
+            out[f"{name}_first"], out[f"{name}_last"] = values[0], values[-1]
+    return out
+
+
+@stage_main
+def main() -> None:
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer
+
+    params = load_params()
+    pairs = [{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected} for p in read_jsonl(DATA, PreferencePair)]
+    precision = training_precision(precision_for(params.model))
+    remove_outputs(OUT, METRICS, LIVE)
+    tokenizer = load_tokenizer(BASE_DIR, trust_remote_code=params.model.trust_remote_code)
+
+    with ScratchDir() as scratch, measured() as run:
+        setup = dpo_setup(params.dpo, precision, scratch)
+        for adapter in setup.start_adapters:
+            if not (adapter / "adapter_config.json").is_file():
+                raise UserError(f"{adapter}: the SFT adapter is missing (dpo.init=sft); run `dvc repro train_sft`")
+        model = load_base_model(BASE_DIR, precision, trust_remote_code=params.model.trust_remote_code,
+                                attn_implementation=params.model.attn_implementation)
+        model = apply_adapters(model, setup.start_adapters, merge_all=True)
+        trainer = DPOTrainer(
+            model=model, ref_model=None, args=DPOConfig(**setup.config_kwargs), train_dataset=Dataset.from_list(pairs),
+            processing_class=tokenizer, peft_config=setup.lora, callbacks=[dvclive_callback(LIVE)],
+        )
+        trainer.train()
+
+    if not is_main_process(trainer):
+        return
+    token_counts = [{"input_ids": [0] * n} for n in _pair_lengths(tokenizer, pairs, params.dpo.max_length)]
+    metrics = (summarize_training(trainer, token_counts, run) | curve_ends(trainer.state.log_history)
+               | {"init": setup.init, "n_pairs": len(pairs)})
+    with atomic_dir(OUT) as tmp:
+        trainer.model.save_pretrained(tmp, safe_serialization=True)
+        write_json_atomic(tmp / "manifest.json", build_manifest(
+            stage="train_dpo", init=setup.init, start_adapters=[str(a) for a in setup.start_adapters],
+            reference=f"{setup.init} model (policy with the DPO adapter disabled)",
+            precision=precision.to_dict(), dpo=params.dpo.model_dump(), metrics=metrics))
+    write_json_atomic(METRICS, metrics)
+    print(f"train_dpo (init={setup.init}): loss {metrics.get('loss_first')} -> {metrics.get('loss_last')}, "
+          f"reward margin {metrics.get('rewards_margins_last')}, accuracy {metrics.get('rewards_accuracies_last')}; "
+          f"{run.wall_s} s")
+
+
+def _pair_lengths(tokenizer, pairs: list[dict], max_length: int) -> list[int]:
+    """Real tokens per pair (prompt + chosen, prompt + rejected), for the throughput figure."""
+    from stages.lib.loader import encode
+
+    out = []
+    for p in pairs:
+        prompt = len(encode(tokenizer, [p["prompt"]])[0])
+        out.append(min(prompt + len(encode(tokenizer, [p["chosen"]])[0]) + 1, max_length)
+                   + min(prompt + len(encode(tokenizer, [p["rejected"]])[0]) + 1, max_length))
+    return out
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""Stage train_sft: LoRA SFT on generate_sft's prompt/completion records, loss on the completion only.
+
+Recipe: read the SFT records; tokenise prompt and completion separately (exact completion mask);
+split off an eval set; train a LoRA adapter with TRL's SFTTrainer, precision and checkpointing chosen
+from the hardware; save the adapter with a manifest, the curves through DVCLive, and the metrics.
+"""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from stages.lib.errors import stage_main
+from stages.lib.io import atomic_dir, remove_outputs, write_json_atomic
+from stages.lib.loader import load_base_model, load_tokenizer
+from stages.lib.manifest import build_manifest
+from stages.lib.model_session import BASE_DIR, precision_for
+from stages.lib.params import load_params
+from stages.lib.records import SftExample, dump, read_jsonl
+from stages.lib.runinfo import measured
+from stages.lib.sft_tokenize import tokenize_records
+from stages.lib.training import (
+    ScratchDir, common_args, dvclive_callback, is_main_process, lora_config, summarize_training,
+    training_precision,
+)
+
+DATA = Path("data/sft/train.jsonl")
+OUT = Path("models/sft")
+METRICS = Path("metrics/train_sft.json")
+LIVE = Path("metrics/train_sft")
+
+
+def split(examples: list[dict], eval_fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
+    order = list(range(len(examples)))
+    random.Random(seed).shuffle(order)
+    n_eval = int(round(len(examples) * eval_fraction)) if len(examples) > 1 else 0
+    eval_ids = set(order[:n_eval])
+    return ([e for i, e in enumerate(examples) if i not in eval_ids], [e for i, e in enumerate(examples) if i in eval_ids])
+
+
+@stage_main
+def main() -> None:
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    params = load_params()
+    sft = params.sft
+    records = dump(read_jsonl(DATA, SftExample))
+    remove_outputs(OUT, METRICS, LIVE)
+
+    precision = training_precision(precision_for(params.model))
+    tokenizer = load_tokenizer(BASE_DIR, trust_remote_code=params.model.trust_remote_code)
+    train_set, eval_set = split(tokenize_records(tokenizer, records, sft.max_length), sft.eval_fraction, sft.seed)
+    model = load_base_model(BASE_DIR, precision,
+                            trust_remote_code=params.model.trust_remote_code,
+                            attn_implementation=params.model.attn_implementation)
+    with ScratchDir() as scratch, measured() as run:
+        args = SFTConfig(**common_args(sft, precision, scratch, has_eval=bool(eval_set)),
+                         completion_only_loss=True, packing=False)
+        trainer = SFTTrainer(
+            model=model, args=args, processing_class=tokenizer, peft_config=lora_config(sft.lora),
+            train_dataset=Dataset.from_list(train_set), eval_dataset=Dataset.from_list(eval_set) if eval_set else None,
+            callbacks=[dvclive_callback(LIVE)],
+        )
+        eval_before = trainer.evaluate()["eval_loss"] if eval_set else None
+        trainer.train()
+        eval_after = trainer.evaluate()["eval_loss"] if eval_set else None
+
+    if not is_main_process(trainer):
+        return
+    metrics = summarize_training(trainer, train_set, run) | {"eval_loss_before": eval_before, "eval_loss_after": eval_after,
+                                                             "n_train": len(train_set), "n_eval": len(eval_set)}
+    with atomic_dir(OUT) as tmp:
+        trainer.model.save_pretrained(tmp, safe_serialization=True)
+        write_json_atomic(tmp / "manifest.json", build_manifest(
+            stage="train_sft", base=str(BASE_DIR), precision=precision.to_dict(), sft=sft.model_dump(),
+            gradient_checkpointing=args.gradient_checkpointing, metrics=metrics))
+    write_json_atomic(METRICS, metrics)
+    print(f"train_sft: loss {metrics['train_loss_first']:.3f} -> {metrics['train_loss_last']:.3f}, "
+          f"eval loss {eval_before} -> {eval_after}; {metrics['tokens_per_s']:.0f} tokens/s; {run.wall_s} s")
+
+
+if __name__ == "__main__":
+    main()
