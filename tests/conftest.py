@@ -92,3 +92,50 @@ def tiny_pipeline(tiny_hf_dir, tmp_path_factory) -> Path:
         result = run_stage(stage, project, *args)
         assert result.returncode == 0, f"{stage} failed:\n{result.stderr[-3000:]}"
     return project
+
+
+PROJECT_FILES = ("dvc.yaml", "params.yaml", ".dvcignore", "stages", *DATA_FILES)
+
+
+def dvc_env() -> dict:
+    """The environment DVC runs stage commands in: this venv's python first on PATH."""
+    import os
+
+    return dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+                GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t",
+                DVC_NO_ANALYTICS="1")
+
+
+def sh(cwd: Path, *cmd: str, check: bool = True, timeout: int = 900):
+    import subprocess
+
+    result = subprocess.run(cmd, cwd=cwd, env=dvc_env(), capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+def make_dvc_repo(directory: Path, model_dir: Path, **overrides) -> Path:
+    """A fresh git + DVC repo holding this project's pipeline, configured for the tiny model."""
+    directory.mkdir(parents=True)
+    for rel in PROJECT_FILES:
+        src, dst = ROOT / rel, directory / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(src, dst)
+    make_tiny_project(directory, model_dir, **overrides)
+    sh(directory, "git", "init", "-q")
+    sh(directory, "dvc", "init", "-q")
+    sh(directory, "dvc", "config", "core.autostage", "true")
+    sh(directory, "git", "add", "-A")
+    sh(directory, "git", "commit", "-qm", "pipeline")
+    return directory
+
+
+def stages_run(output: str) -> list[str]:
+    """Names of the stages a dvc command actually ran, from its output."""
+    import re
+
+    return re.findall(r"Running stage '([^']+)'", output)

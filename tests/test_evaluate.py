@@ -1,0 +1,72 @@
+"""Evaluation: one clean model per run, unsupported ids excluded and counted, IFEval's input format."""
+import json
+import shutil
+
+import pytest
+from conftest import run_stage, write_params
+
+from stages.lib.records import EvalOutcome, read_jsonl
+
+
+def _copy_project(src, dst, *rels):
+    for rel in rels:
+        (shutil.copytree if (src / rel).is_dir() else shutil.copy)(src / rel, dst / rel)
+
+
+def test_base_evaluated_after_an_adapter_in_the_same_process_is_the_base(tiny_pipeline, tmp_path, monkeypatch):
+    from stages import evaluate
+
+    (tmp_path / "models").mkdir()
+    (tmp_path / "data").mkdir()
+    _copy_project(tiny_pipeline, tmp_path, "params.yaml", "models/base", "models/sft", "data/instructions")
+    monkeypatch.chdir(tmp_path)
+    evaluate.main(["--model", "sft"])
+    evaluate.main(["--model", "base"])
+    here = read_jsonl(tmp_path / "data/eval/base/outcomes.jsonl", EvalOutcome)
+    alone = read_jsonl(tiny_pipeline / "data/eval/base/outcomes.jsonl", EvalOutcome)  # its own process
+    assert [o.response for o in here] == [o.response for o in alone]
+
+
+def test_every_model_is_scored_on_the_same_prompts(tiny_pipeline):
+    keys = {m: [o.key for o in read_jsonl(tiny_pipeline / f"data/eval/{m}/outcomes.jsonl", EvalOutcome)]
+            for m in ("base", "sft", "dpo")}
+    assert keys["base"] == keys["sft"] == keys["dpo"]
+    precisions = {json.dumps(json.loads((tiny_pipeline / f"metrics/eval/{m}.json").read_text())["precision"])
+                  for m in ("base", "sft", "dpo")}
+    assert len(precisions) == 1
+
+
+def test_unsupported_ids_are_excluded_and_counted(tiny_pipeline, tmp_path):
+    (tmp_path / "models").mkdir()
+    _copy_project(tiny_pipeline, tmp_path, "models/base")
+    shutil.copy(tiny_pipeline / "params.yaml", tmp_path / "params.yaml")
+    ifeval = tmp_path / "ifeval_input.jsonl"
+    rows = [  # IFEval's own input format: None-valued kwargs and no category
+        {"key": 1, "prompt": "Write a haiku about rain. Do not use commas.",
+         "instruction_id_list": ["punctuation:no_comma"], "kwargs": [{"language": None}]},
+        {"key": 2, "prompt": "Answer in French: what is the capital of Italy?",
+         "instruction_id_list": ["language:response_language"], "kwargs": [{"language": "fr"}]},
+        {"key": 3, "prompt": "Answer in German in lowercase.",
+         "instruction_id_list": ["language:response_language", "change_case:english_lowercase"],
+         "kwargs": [{"language": "de"}, {}]},
+    ]
+    ifeval.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write_params(tmp_path, **{"eval": {"prompts": str(ifeval)}})
+    result = run_stage("evaluate", tmp_path, "--model", "base")
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((tmp_path / "metrics/eval/base.json").read_text())
+    assert metrics["n_prompts"] == 1 and metrics["excluded_prompts"] == 2
+    assert metrics["unsupported_ids"] == {"language:response_language": 2}
+    outcomes = read_jsonl(tmp_path / "data/eval/base/outcomes.jsonl", EvalOutcome)
+    assert [o.key for o in outcomes] == [1]
+
+
+@pytest.mark.parametrize("content, message", [("", "empty"), ('{"key": 1}\n', "eval.jsonl:1")])
+def test_bad_eval_file_is_a_clear_error_with_no_output(tiny_pipeline, tmp_path, content, message):
+    (tmp_path / "models").mkdir()
+    _copy_project(tiny_pipeline, tmp_path, "models/base")
+    (tmp_path / "eval.jsonl").write_text(content)
+    write_params(tmp_path, **{"eval": {"prompts": "eval.jsonl"}})
+    result = run_stage("evaluate", tmp_path, "--model", "base")
+    assert result.returncode == 2 and message in result.stderr
+    assert not (tmp_path / "data/eval").exists() and not (tmp_path / "metrics/eval").exists()

@@ -1,0 +1,125 @@
+"""SFT: loss on the completion alone (asserted on the labels), training that learns, curves for dvc plots."""
+import json
+
+import pytest
+import torch
+import yaml
+from conftest import ROOT, run_stage, write_params
+from tiny_model import build_tokenizer
+
+from stages.lib.hardware import resolve_precision
+from stages.lib.loader import load_model, load_tokenizer
+from stages.lib.params import SftParams as SFTParams
+from stages.lib.sft_tokenize import tokenize_prompt_completion
+from stages.lib.training import common_args, lora_config, training_precision
+
+PROMPT = "Instruction: Say the answer.\nResponse:"
+COMPLETION = " The answer."
+
+
+def _trainer(model, tokenizer, records, tmp_path, **overrides):
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    sft = SFTParams(**({"batch_size": 2, "max_steps": 1} | overrides))
+    precision = training_precision(resolve_precision("float32"))
+    args = SFTConfig(**common_args(sft, precision, str(tmp_path / "out"), has_eval=False),
+                     completion_only_loss=True, packing=False)
+    examples = [tokenize_prompt_completion(tokenizer, p, c, sft.max_length) for p, c in records]
+    return SFTTrainer(model=model, args=args, processing_class=tokenizer, peft_config=lora_config(sft.lora),
+                      train_dataset=Dataset.from_list(examples))
+
+
+def _assert_mask_exact(trainer, tokenizer, prompt, completion):
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    completion_ids = tokenizer(completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    batch = trainer.data_collator([trainer.train_dataset[0]])
+    labels, input_ids = batch["labels"][0].tolist(), batch["input_ids"][0].tolist()
+    assert input_ids == prompt_ids + completion_ids
+    assert labels == [-100] * len(prompt_ids) + completion_ids
+
+
+def test_labels_cover_exactly_the_completion_and_eos(tiny_base, tmp_path):
+    tokenizer = load_tokenizer(tiny_base)
+    model = load_model(tiny_base, resolve_precision("float32"))
+    trainer = _trainer(model, tokenizer, [(PROMPT, COMPLETION)], tmp_path)
+    _assert_mask_exact(trainer, tokenizer, PROMPT, COMPLETION)
+
+
+def test_mask_is_exact_even_when_the_tokenizer_merges_across_the_boundary(tiny_base, tmp_path):
+    merging = build_tokenizer(pre_tokenize=False)  # BPE free to merge ": T" across the boundary
+    merging.save_pretrained(tiny_base)
+    tokenizer = load_tokenizer(tiny_base)
+    joint = tokenizer(PROMPT + COMPLETION, add_special_tokens=False)["input_ids"]
+    alone = tokenizer(PROMPT, add_special_tokens=False)["input_ids"]
+    assert joint[: len(alone)] != alone, "the tokenizer should merge across the boundary for this test to mean anything"
+    model = load_model(tiny_base, resolve_precision("float32"))
+    model.resize_token_embeddings(len(tokenizer))
+    trainer = _trainer(model, tokenizer, [(PROMPT, COMPLETION)], tmp_path)
+    _assert_mask_exact(trainer, tokenizer, PROMPT, COMPLETION)
+
+
+def test_a_few_steps_lower_the_loss(tiny_base, tmp_path):
+    tokenizer = load_tokenizer(tiny_base)
+    model = load_model(tiny_base, resolve_precision("float32"))
+    records = [(f"Instruction: Name colour {i}.\nResponse:", " Red and blue.") for i in range(4)]
+    trainer = _trainer(model, tokenizer, records, tmp_path, max_steps=12, batch_size=4, learning_rate=5e-3)
+    before = trainer.evaluate(eval_dataset=trainer.train_dataset)["eval_loss"]
+    trainer.train()
+    after = trainer.evaluate(eval_dataset=trainer.train_dataset)["eval_loss"]
+    assert after < before - 0.1
+
+
+def test_dvclive_curves_exist_where_dvc_yaml_plots_point(tiny_pipeline):
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    for stage, curve in [("train_sft", "loss.tsv"), ("train_dpo", "rewards/margins.tsv")]:
+        (plot_dir,) = [next(iter(p)) for p in stages[stage]["plots"]]
+        files = list((tiny_pipeline / plot_dir).rglob("*.tsv"))
+        assert (tiny_pipeline / plot_dir / curve).is_file(), files
+        header = (tiny_pipeline / plot_dir / curve).read_text().splitlines()[0].split("\t")
+        assert "step" in header
+
+
+def test_stage_outputs_adapter_manifest_and_metrics(tiny_pipeline):
+    adapter = tiny_pipeline / "models/sft"
+    assert (adapter / "adapter_model.safetensors").is_file()
+    manifest = json.loads((adapter / "manifest.json").read_text())
+    assert manifest["precision"]["dtype"] == "float32" and manifest["gradient_checkpointing"] is False
+    metrics = json.loads((tiny_pipeline / "metrics/train_sft.json").read_text())
+    for key in ("train_loss_first", "train_loss_last", "eval_loss_before", "eval_loss_after", "tokens_seen",
+                "tokens_per_s", "wall_s"):
+        assert metrics[key] is not None, key
+    assert metrics["tokens_seen"] > 0
+
+
+@pytest.mark.parametrize("problem", ["no_completion", "empty", "missing"])
+def test_bad_sft_data_is_a_clear_error_with_no_output(tmp_path, tiny_pipeline, problem):
+    import shutil
+
+    shutil.copytree(tiny_pipeline / "models/base", tmp_path / "models/base")
+    shutil.copy(tiny_pipeline / "params.yaml", tmp_path / "params.yaml")
+    data = tmp_path / "data/sft/train.jsonl"
+    data.parent.mkdir(parents=True)
+    good = (tiny_pipeline / "data/sft/train.jsonl").read_text().splitlines()
+    if problem == "no_completion":
+        rec = json.loads(good[1])
+        del rec["completion"]
+        data.write_text(good[0] + "\n" + json.dumps(rec) + "\n")
+    elif problem == "empty":
+        data.write_text("")
+    result = run_stage("train_sft", tmp_path)
+    assert result.returncode == 2
+    expected = {"no_completion": "train.jsonl:2", "empty": "empty", "missing": "file not found"}[problem]
+    assert expected in result.stderr and "data/sft/train.jsonl" in result.stderr
+    assert not (tmp_path / "models/sft").exists() and not (tmp_path / "metrics/train_sft.json").exists()
+
+
+def test_precision_is_never_left_to_trl_defaults():
+    from trl import SFTConfig
+
+    cpu = training_precision(resolve_precision(cuda_available=False, cpu_bf16=True))
+    args = SFTConfig(**common_args(SFTParams(), cpu, "/tmp/x", has_eval=False))
+    assert args.bf16 is False and args.gradient_checkpointing is False
+    gpu = resolve_precision("auto", "4bit", cuda_available=True, cuda_bf16=True)
+    kwargs = common_args(SFTParams(), gpu, "/tmp/x", has_eval=False)
+    assert kwargs["bf16"] is True and kwargs["gradient_checkpointing"] is True
