@@ -72,15 +72,16 @@ class TrainParams(Strict):
     learning_rate: float = Field(2e-4, gt=0.0)
     epochs: float = Field(1.0, gt=0.0)
     max_steps: int = Field(-1, ge=-1, description="-1: run the epochs; >0 caps the steps")
-    batch_size: int = Field(8, ge=1)
-    grad_accum: int = Field(1, ge=1)
+    batch_size: int = Field(8, ge=1, description="global batch: sequences per optimizer step, over all processes")
+    micro_batch_size: int = Field(0, ge=0, description="sequences per forward pass on one device; 0 = no accumulation")
     max_length: int = Field(256, ge=8)
     warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0)
     scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
     seed: int = 0
     gradient_checkpointing: Literal["auto", "on", "off"] = "auto"
     logging_steps: int = Field(1, ge=1)
-    accelerate_config: Optional[str] = None
+    accelerate_config: Optional[str] = Field(None, description="an accelerate config file; runs the stage under "
+                                             "`accelerate launch` (configs/accelerate/)")
 
 
 class SftParams(TrainParams):

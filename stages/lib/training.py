@@ -5,10 +5,12 @@ defaults (bf16 + checkpointing), which on a CPU without native bf16 made trainin
 """
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from pathlib import Path
 
+from .errors import UserError
 from .hardware import Precision, use_gradient_checkpointing
 from .params import LoraParams, TrainParams
 
@@ -33,16 +35,38 @@ def training_precision(precision: Precision) -> Precision:
     return precision
 
 
+def world_size() -> int:
+    """Processes training together: set by `accelerate launch` / torchrun, 1 otherwise."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def batch_layout(global_batch: int, micro_batch: int, processes: int) -> tuple[int, int]:
+    """(per-device batch, accumulation steps) so that per-device x accumulation x processes == global batch.
+
+    The global batch is what the params fix, so a run on 1 CPU and one on 8 GPUs take the same
+    optimizer steps; only how each step is split across devices and micro-batches changes.
+    """
+    per_device = micro_batch or max(1, global_batch // processes)
+    accumulation, remainder = divmod(global_batch, per_device * processes)
+    if remainder or accumulation < 1:
+        raise UserError(
+            f"batch_size={global_batch} cannot be split into micro_batch_size={per_device} x {processes} "
+            f"process(es) x an integer number of accumulation steps; choose values that divide evenly"
+        )
+    return per_device, accumulation
+
+
 def common_args(train: TrainParams, precision: Precision, output_dir: str, has_eval: bool) -> dict:
     """Keyword arguments shared by SFTConfig and DPOConfig: identical for every run of a stage."""
+    per_device, accumulation = batch_layout(train.batch_size, train.micro_batch_size, world_size())
     return dict(
         output_dir=output_dir,
         learning_rate=train.learning_rate,
         num_train_epochs=train.epochs,
         max_steps=train.max_steps,
-        per_device_train_batch_size=train.batch_size,
-        per_device_eval_batch_size=train.batch_size,
-        gradient_accumulation_steps=train.grad_accum,
+        per_device_train_batch_size=per_device,
+        per_device_eval_batch_size=per_device,
+        gradient_accumulation_steps=accumulation,
         max_length=train.max_length,
         warmup_steps=train.warmup_ratio,  # a float below 1 is a ratio of the total steps
         lr_scheduler_type=train.scheduler,
@@ -57,6 +81,7 @@ def common_args(train: TrainParams, precision: Precision, output_dir: str, has_e
         save_strategy="no",
         report_to="none",
         dataloader_num_workers=0,
+        ddp_backend="gloo" if precision.device == "cpu" and world_size() > 1 else None,
         disable_tqdm=False,
     )
 
@@ -100,6 +125,9 @@ def summarize_training(trainer, train_set: list[dict], run) -> dict:
     return {
         "steps": steps,
         "global_batch_size": per_step,
+        "processes": world,
+        "per_device_batch_size": trainer.args.per_device_train_batch_size,
+        "gradient_accumulation_steps": trainer.args.gradient_accumulation_steps,
         "train_loss_first": losses[0] if losses else None,
         "train_loss_last": losses[-1] if losses else None,
         "tokens_seen": tokens,
