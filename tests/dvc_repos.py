@@ -1,0 +1,211 @@
+"""Shared helpers for the tests that drive the real dvc: one tiny pipeline reproduced once per test
+session, copies of it for tests that change it, and the checks those tests have in common.
+
+A full tiny `dvc repro` costs a minute or two on two cores, so it runs once; every test that changes
+something works on a whole copy of that repo (.git, .dvc/cache and the workspace), never on the original.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from conftest import ROOT, make_dvc_repo, sh, stages_run
+
+ALL_STAGES = ("prepare_base", "make_instructions", "generate_sft", "train_sft", "build_prefs", "train_dpo",
+              "evaluate@base", "evaluate@sft", "evaluate@dpo", "report")
+
+# Never part of a workspace snapshot: git's and DVC's own bookkeeping (the cache is checked separately).
+_SKIP = (".git", ".dvc/tmp", ".dvc/cache")
+
+
+@dataclass(frozen=True)
+class Reproduced:
+    repo: Path
+    full_repro_s: float
+    first_run: tuple[str, ...]
+
+
+_memo: dict[str, object] = {}
+
+
+def reproduced_repo(tmp_path_factory, model_dir: Path) -> Reproduced:
+    """The tiny pipeline in a git + DVC repo, reproduced once and committed (dvc.lock, metrics, plots).
+    Treat it as read-only: copy it with ``copy_repo`` before changing anything."""
+    if "reproduced" not in _memo:
+        repo = make_dvc_repo(tmp_path_factory.mktemp("reproduced") / "repo", model_dir)
+        install_plot_templates(repo)
+        start = time.monotonic()
+        out = sh(repo, "dvc", "repro")
+        elapsed = time.monotonic() - start
+        commit_all(repo, "reproduce the pipeline")
+        _memo["reproduced"] = Reproduced(repo, round(elapsed, 1), tuple(stages_run(out.stdout)))
+    return _memo["reproduced"]  # type: ignore[return-value]
+
+
+def install_plot_templates(repo: Path) -> None:
+    """make_dvc_repo copies the pipeline but not .dvc/plots, the custom plot templates dvc.yaml names."""
+    shutil.copytree(ROOT / ".dvc" / "plots", repo / ".dvc" / "plots", dirs_exist_ok=True)
+    sh(repo, "git", "add", ".dvc/plots")
+    sh(repo, "git", "commit", "-qm", "plot templates")
+
+
+def commit_all(repo: Path, message: str) -> None:
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "commit", "-qm", message)
+
+
+def copy_repo(src: Path, dst: Path) -> Path:
+    """A whole, independent copy: git history, DVC cache and workspace."""
+    shutil.copytree(src, dst, symlinks=True)
+    return dst
+
+
+def say(capsys, line: str) -> None:
+    """A measured figure, shown in the test run's output even when the test passes."""
+    with capsys.disabled():
+        print(f"\n    {line}")
+
+
+def memo(key: str, build):
+    """Build something expensive once per test session, whichever test module asks first."""
+    if key not in _memo:
+        _memo[key] = build()
+    return _memo[key]
+
+
+# --- reading and changing a repo --------------------------------------------------------------------
+
+def set_param(repo: Path, dotted: str, value) -> None:
+    path = repo / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    *parents, leaf = dotted.split(".")
+    node = params
+    for key in parents:
+        node = node[key]
+    node[leaf] = value
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def read_lock(repo: Path) -> dict:
+    return yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+
+
+def status(repo: Path, *targets: str) -> dict:
+    """`dvc status --json`: the stages whose recorded deps or outs differ from the workspace ({} = clean)."""
+    return json.loads(sh(repo, "dvc", "status", "--json", *targets).stdout or "{}")
+
+
+def file_md5(path: Path) -> str:
+    digest = hashlib.md5()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def snapshot(repo: Path) -> dict[str, str]:
+    """Every workspace file (not git's or DVC's bookkeeping) and the md5 of its content."""
+    files = {}
+    for dirpath, dirnames, filenames in os.walk(repo):
+        dirnames[:] = [d for d in dirnames if (Path(dirpath) / d).relative_to(repo).as_posix() not in _SKIP]
+        for name in filenames:
+            path = Path(dirpath) / name
+            files[path.relative_to(repo).as_posix()] = file_md5(path)
+    return files
+
+
+def cache_files(repo: Path) -> set[str]:
+    cache = repo / ".dvc" / "cache"
+    return {p.relative_to(cache).as_posix() for p in cache.rglob("*") if p.is_file()}
+
+
+def outputs_digest(repo: Path) -> dict[str, str]:
+    """Every file under every output dvc.lock records (cached or not) and its md5."""
+    digest = {}
+    for stage in read_lock(repo).values():
+        for out in stage.get("outs", []):
+            path = repo / out["path"]
+            files = [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else [path]
+            for f in files:
+                digest[f.relative_to(repo).as_posix()] = file_md5(f) if f.exists() else "MISSING"
+    return digest
+
+
+def tree_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+# --- what a repro reran, and whether it was exactly what had to -------------------------------------
+
+def downstream_closure(repo: Path, stages: set[str]) -> set[str]:
+    """Every stage that depends, directly or not, on an output of ``stages`` (from dvc.lock's paths)."""
+    lock = read_lock(repo)
+    outs = {name: [o["path"] for o in s.get("outs", [])] for name, s in lock.items()}
+    deps = {name: [d["path"] for d in s.get("deps", [])] for name, s in lock.items()}
+
+    def reads(reader: str, writer: str) -> bool:
+        return any(d == o or d.startswith(o.rstrip("/") + "/") for d in deps[reader] for o in outs[writer])
+
+    found, frontier = set(), set(stages)
+    while frontier:
+        nxt = {r for r in lock if r not in found | stages and any(reads(r, w) for w in frontier)}
+        found |= nxt
+        frontier = nxt
+    return found
+
+
+def check_rerun_was_exact(before: dict, after: dict, ran: list[str], direct: set[str], downstream: set[str],
+                          repo: Path) -> None:
+    """The guarantee of a real `dvc repro`: it ran every invalidated stage, a downstream stage only when
+    one of its recorded inputs actually changed, nothing else, and left the pipeline clean."""
+    ran_set = set(ran)
+    assert len(ran) == len(ran_set), f"a stage ran twice: {ran}"
+    assert direct <= ran_set, f"invalidated stages that did not rerun: {direct - ran_set} (ran {ran})"
+    assert ran_set <= direct | downstream, f"stages that should not have rerun: {ran_set - direct - downstream}"
+    for name in ran_set - direct:
+        old = {d["path"]: d.get("md5") for d in before[name].get("deps", [])}
+        new = {d["path"]: d.get("md5") for d in after[name].get("deps", [])}
+        assert old != new, f"{name} reran although none of its inputs changed"
+    for name in set(before) - ran_set:
+        assert before[name] == after[name], f"{name} did not run but its dvc.lock entry changed"
+    assert status(repo) == {}, "the pipeline is not up to date after the repro"
+
+
+# --- experiments ------------------------------------------------------------------------------------
+
+def queue_statuses(text: str) -> list[str]:
+    return re.findall(r"\b(Queued|Running|Success|Failed)\b", text)
+
+
+def queued_grid(tmp_path_factory, reproduced) -> dict:
+    """`dvc exp run --queue -S dpo.beta=0.05,0.3`, then `dvc queue start`, waited for to the end."""
+    def build():
+        repo = copy_repo(reproduced.repo, tmp_path_factory.mktemp("queue") / "repo")
+        queued = sh(repo, "dvc", "exp", "run", "--queue", "-S", "dpo.beta=0.05,0.3")
+        start = time.monotonic()
+        sh(repo, "dvc", "queue", "start")
+        try:
+            deadline = start + 900
+            while time.monotonic() < deadline:
+                text = sh(repo, "dvc", "queue", "status").stdout
+                states = queue_statuses(text)
+                if len(states) >= 2 and not {"Queued", "Running"} & set(states):
+                    break
+                time.sleep(3)
+            elapsed = time.monotonic() - start
+        finally:
+            sh(repo, "dvc", "queue", "stop", check=False)
+            for _ in range(40):  # the worker is a detached process: wait until it has gone
+                if re.search(r"Worker status: 0 active, 0 idle", sh(repo, "dvc", "queue", "status").stdout):
+                    break
+                time.sleep(0.5)
+        names = re.findall(r"Queued experiment '([^']+)'", queued.stdout + queued.stderr)
+        return {"repo": repo, "status": text, "elapsed": round(elapsed, 1), "names": names}
+    return memo("queued_grid", build)
