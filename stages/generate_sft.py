@@ -12,7 +12,7 @@ from pathlib import Path
 from stages.lib import checkers
 from stages.lib.errors import UserError, stage_main
 from stages.lib.generation import GenerationSettings, generate
-from stages.lib.io import remove_outputs, write_json_atomic, write_jsonl_atomic
+from stages.lib.io import atomic_dir, remove_outputs, write_json_atomic, write_jsonl_atomic
 from stages.lib.manifest import build_manifest
 from stages.lib.model_session import open_model, precision_for
 from stages.lib.params import load_params
@@ -23,9 +23,13 @@ from stages.lib.sft_data import PLACEHOLDER_TEXT, best_valid, qc_metrics, score_
 
 TRAIN = Path("data/instructions/train.jsonl")
 FEWSHOT = Path("data/fewshot.jsonl")
-OUT = Path("data/sft/train.jsonl")
-MANIFEST = Path("data/sft/manifest.json")
+OUT_DIR = Path("data/sft")  # the DVC out: train.jsonl and manifest.json, written together or not at all
+OUT = OUT_DIR / "train.jsonl"
+MANIFEST = OUT_DIR / "manifest.json"
 METRICS = Path("metrics/sft_data.json")
+# How a sample's randomness is drawn (stages/lib/generation.py). With it a float32 run's sample can be regenerated
+# from its record alone; a bfloat16 run reproduces as a whole (batch-dependent rounding), not sample by sample.
+SAMPLING_SCHEME = "per-row generator seeded by sha256(generate.seed, sample_index, generation_prompt)"
 
 
 def build_prompts(instructions: list[Instruction], shots: list[Shot], n_shots: int, delimiter: str, seed: int) -> list[str]:
@@ -43,16 +47,23 @@ def to_example(instr: Instruction, generation_prompt: str, text: str, source: st
     ).model_dump(mode="json")
 
 
+def check_instructions(instructions: list[Instruction]) -> None:
+    for instr in instructions:
+        for iid, kw in zip(instr.instruction_id_list, instr.kwargs):
+            try:
+                checkers.validate_kwargs(iid, kw)
+            except UserError as err:
+                raise UserError(f"{TRAIN}: instruction key {instr.key}: {err}") from None
+
+
 @stage_main
 def main() -> None:
+    remove_outputs(OUT_DIR, METRICS)  # a failed run must not leave an earlier run's data looking current
     params = load_params()
     gen = params.generate
     instructions = read_jsonl(TRAIN, Instruction)
     shots = [Shot(s.instruction, s.response) for s in read_jsonl(FEWSHOT, FewShotExample)]
-    for instr in instructions:
-        for iid, kw in zip(instr.instruction_id_list, instr.kwargs):
-            checkers.validate_kwargs(iid, kw)
-    remove_outputs(OUT, MANIFEST, METRICS)
+    check_instructions(instructions)
 
     with measured() as run:
         prompts = build_prompts(instructions, shots, gen.n_shots, gen.delimiter, gen.seed)
@@ -84,21 +95,27 @@ def main() -> None:
                 kept.append(None)
         qc = qc_metrics(all_candidates, kept, [r["completion"] for r in records], gen.delimiter)
 
-    if qc["placeholder_rate"] > gen.max_placeholder_rate:
-        raise UserError(f"generate.max_placeholder_rate: {qc['placeholder_rate']:.0%} of records are placeholders, "
-                        f"above the allowed {gen.max_placeholder_rate:.0%}; no data written")
+    # Without a valid model answer an instruction is either a placeholder or dropped; both count here.
+    if qc["failed_rate"] > gen.max_placeholder_rate:
+        raise UserError(
+            f"generate.max_placeholder_rate: {qc['failed_rate']:.0%} of instructions got no valid model response "
+            f"({qc['placeholder_rate']:.0%} placeholders, {qc['n_dropped']} dropped), above the allowed "
+            f"{gen.max_placeholder_rate:.0%}; no data written")
     if not records:
         raise UserError(f"{TRAIN}: no instruction produced a valid response; no data written "
                         "(raise generate.k or generate.max_new_tokens, or enable generate.placeholder_fallback)")
-    qc |= {"wall_s": run.wall_s, "peak_rss_mb": run.peak_rss_mb}
-    write_jsonl_atomic(OUT, records)
-    write_json_atomic(MANIFEST, build_manifest(
-        model=_model_identity(), precision=precision.to_dict(), generation=gen.model_dump(), n_records=len(records)))
+    qc |= {"wall_s": run.wall_s, "peak_rss_mb": run.peak_rss_mb,
+           "tokens_per_s": round(qc["generated_tokens"] / run.wall_s, 1) if run.wall_s else 0.0}
+    manifest = build_manifest(model=_model_identity(), precision=precision.to_dict(), generation=gen.model_dump(),
+                              sampling=SAMPLING_SCHEME, n_records=len(records))
+    with atomic_dir(OUT_DIR) as tmp:
+        write_jsonl_atomic(tmp / OUT.name, records)
+        write_json_atomic(tmp / MANIFEST.name, manifest)
     write_json_atomic(METRICS, qc)
     print(f"generate_sft: kept {qc['n_kept']}/{qc['n_instructions']} ({qc['n_dropped']} dropped, "
           f"placeholder rate {qc['placeholder_rate']:.0%}); strict prompt pass rate kept "
           f"{qc['kept']['prompt_strict']:.0%} vs first sample {qc['first_sample']['prompt_strict']:.0%}; "
-          f"{run.wall_s} s")
+          f"{qc['generated_tokens']} tokens in {run.wall_s} s")
 
 
 def _model_identity() -> dict:

@@ -149,6 +149,55 @@ def test_self_instruct_without_a_model_fails_cleanly(workdir, capsys):
     _fails(capsys, "self_instruct_count")
 
 
+def test_self_instruct_runs_on_the_tiny_base_model(workdir, tiny_hf_dir, monkeypatch, capsys):
+    """The hook loads models/base and samples list continuations; a random model's proposals are mostly
+    filtered, but the stage must complete and write both files."""
+    from tiny_model import write_base_manifest
+
+    shutil.copytree(tiny_hf_dir, workdir / "models/base")
+    write_base_manifest(workdir / "models/base")
+    monkeypatch.setitem(make_instructions.SELF_INSTRUCT_SETTINGS, "max_new_tokens", 12)
+    train, evals = _run(workdir, self_instruct_count=2, n_train=30, n_eval=10)
+    assert train and evals
+    out, err = capsys.readouterr()
+    assert "self-instruct:" in out and "self-instruct round 1" in err  # the model was asked
+    assert {r.task_id for r in read_jsonl(OUTPUTS[0], Instruction)}.isdisjoint(
+        {r.task_id for r in read_jsonl(OUTPUTS[1], Instruction)})
+
+
+def test_self_instruct_proposals_copying_eval_tasks_never_reach_train(workdir, monkeypatch, capsys):
+    """Leakage and dedup checks apply to proposals: a model that 'proposes' eval tasks (verbatim and reworded)
+    and repeats itself yields only its one new task, once."""
+    params = make_instructions.load_params().instructions
+    tasks, _ = compose.dedupe_tasks(make_instructions.read_tasks(make_instructions.TASKS), params.near_duplicate_threshold)
+    _, eval_pool = compose.split_tasks(tasks, params.seed, params.eval_task_fraction)
+    leaked, reworded = eval_pool[0].text, eval_pool[1].text.upper().rstrip(".?!") + "!!"
+    novel = "Describe the smell of a pine forest after heavy rain in three sentences."
+    continuation = f" {leaked}\n10. {reworded}\n11. {novel}\n12. {novel.lower()}\n13. {leaked}"
+    monkeypatch.setattr(make_instructions, "model_generate_fn",
+                        lambda *a, **k: (lambda prompts: [continuation for _ in prompts]))
+    _run(workdir, self_instruct_count=5, n_train=600, n_eval=20)
+    assert "self-instruct: 1 of 5" in capsys.readouterr().out
+    train = read_jsonl(OUTPUTS[0], Instruction)
+    proposed = {r.task_id for r in train if r.task_id.startswith("si-")}
+    assert proposed == {"si-001"}
+    texts = [r.prompt for r in train]
+    assert any(novel in t for t in texts)
+    assert not any(leaked in t for t in texts) and not any(reworded in t for t in texts)
+
+
+def test_propose_tasks_drops_a_planted_eval_task_duplicate():
+    from stages.lib import self_instruct
+
+    eval_task = Task(task_id="qa-900", category="factual_qa", text="Explain why the moon has phases.")
+    train_task = Task(task_id="qa-901", category="factual_qa", text="Name the largest planet in our solar system.")
+    generated = (" Explain why the Moon has phases!\n10. Name the largest planet in the solar system.\n"
+                 "11. Describe how a compass finds north.\n12. describe how a compass finds north")
+    new = self_instruct.propose_tasks([generated], [train_task, eval_task], category="factual_qa",
+                                      first_number=9, threshold=0.85)
+    assert [t.text for t in new] == ["Describe how a compass finds north."]
+
+
 # --- curated data --------------------------------------------------------------------------------------
 
 

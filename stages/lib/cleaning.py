@@ -16,6 +16,12 @@ class Cleaned:
 
 
 def clean(raw: str, delimiter: str, hit_token_limit: bool) -> Cleaned:
+    """The response in a raw generation: cut at the delimiter or at a run-on into a next turn.
+
+    A colon is never a cut point by itself ("Ratio 3:1" stays whole); only a whole next-turn marker
+    ("\\nInstruction:", "\\nQ:", ...) is. A generation stopped by the token limit while writing the delimiter
+    or a marker ends in part of it ("\\n##", "\\nInstr"): that part is dropped and the answer counts as
+    finished. ``truncated`` is set only when the token limit cut the answer itself."""
     text = raw
     had_delimiter = delimiter in text
     if had_delimiter:
@@ -24,17 +30,27 @@ def clean(raw: str, delimiter: str, hit_token_limit: bool) -> Cleaned:
     ran_on = bool(cut)
     if cut:
         text = text[: min(cut)]
-    # A generation stopped at the token limit may end in part of the delimiter ("##").
-    text = _strip_partial_delimiter(text.rstrip(), delimiter)
-    truncated = hit_token_limit and not had_delimiter and not ran_on
+    partial = False
+    if not (had_delimiter or ran_on):
+        text, partial = _strip_partial_marker(text.rstrip(), delimiter, hit_token_limit)
+    truncated = hit_token_limit and not (had_delimiter or ran_on or partial)
     return Cleaned(text=text.strip(), had_delimiter=had_delimiter, ran_on=ran_on, truncated=truncated)
 
 
-def _strip_partial_delimiter(text: str, delimiter: str) -> str:
+def _strip_partial_marker(text: str, delimiter: str, hit_token_limit: bool) -> tuple[str, bool]:
+    """Drop a started-but-unfinished delimiter on a line of its own ("answer\\n##"), and, when the token limit
+    stopped generation, a started next-turn marker ("answer\\nInstr"). Text that merely ends in a delimiter
+    character ("I like C#") is kept."""
     for n in range(len(delimiter) - 1, 0, -1):
-        if text.endswith(delimiter[:n]):
-            return text[: -n]
-    return text
+        part = delimiter[:n]
+        if text == part or text.endswith("\n" + part):
+            return text[:-n], True
+    if hit_token_limit:
+        for marker in NEXT_TURN_MARKERS:
+            for n in range(len(marker) - 1, 3, -1):  # the newline and 3+ characters: "\nRed" is not "\nResponse:"
+                if text.endswith(marker[:n]):
+                    return text[:-n], True
+    return text, False
 
 
 def leaks_delimiter(text: str, delimiter: str) -> bool:

@@ -6,7 +6,8 @@ next number ("...\\n9."); whatever the model writes right after that number is i
 first item (the original self-instruct code dropped it, wasting a sixth of the yield), stops where the
 list stops, and filters meta-text and near-duplicates of tasks we already have.
 
-The model call lives in stages/lib/generation.py; everything here takes generated strings as input.
+The model call lives in stages/make_instructions.py (model_generate_fn, on stages/lib/generation.py);
+everything here takes generated strings as input.
 """
 from __future__ import annotations
 
@@ -136,15 +137,16 @@ def generate_candidate_tasks(
 ) -> list[Task]:
     """Up to ``count`` new tasks proposed by the base model (hook for stages/make_instructions.py).
 
-    ``generate_fn`` maps prompts to continuations; the stage will pass one built on
-    stages/lib/generation.py. Without it this is a UserError, so self_instruct_count > 0 cannot silently
-    fall back to curated tasks only."""
+    ``generate_fn`` maps prompts to continuations (the stage passes one on the base model). Without it this
+    is a UserError, so self_instruct_count > 0 cannot silently fall back to curated tasks only. Every
+    proposal is checked against ``existing`` (pass every curated task, eval pool included, so no proposal
+    near-duplicates an eval task) and against the proposals kept before it."""
     if count <= 0:
         return []
     if generate_fn is None:
         raise UserError(
-            "instructions.self_instruct_count > 0 but self-instruct needs the model loader, which is not "
-            "wired into make_instructions yet; set self_instruct_count: 0"
+            "instructions.self_instruct_count > 0 but no model was given to propose tasks; "
+            "set self_instruct_count: 0 or pass generate_fn"
         )
     if not existing:
         raise UserError("self-instruct needs existing tasks to show the model as examples")

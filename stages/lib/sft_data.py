@@ -63,6 +63,8 @@ def qc_metrics(all_candidates: list[list[Candidate]], kept: list[Candidate | Non
         "n_kept": len(kept),
         "n_dropped": len(all_candidates) - len(kept),
         "placeholder_rate": rate(sum(c is None for c in kept), len(all_candidates)),
+        # instructions without a valid model response: placeholders plus dropped ones
+        "failed_rate": rate(len(all_candidates) - sum(c is not None for c in kept), len(all_candidates)),
         "kept": pass_rates([c.score for c in kept if c is not None]),
         "first_sample": pass_rates([c.score for c in first]),
         "valid_sample_rate": rate(sum(c.valid for c in samples), len(samples)),
@@ -71,4 +73,5 @@ def qc_metrics(all_candidates: list[list[Candidate]], kept: list[Candidate | Non
         "delimiter_leak_rate": rate(sum(delimiter in t for t in completions), len(completions)),
         "duplicate_rate": rate(len(completions) - len(set(completions)), len(completions)),
         "median_response_tokens": statistics.median([c.sample.n_tokens for c in samples]) if samples else 0,
+        "generated_tokens": sum(c.sample.n_tokens for c in samples),
     }

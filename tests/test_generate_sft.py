@@ -1,0 +1,236 @@
+"""The generate_sft stage on the tiny model: the stored prompt reproduces its completion, placeholders say so
+and are gated, bad input fails cleanly with nothing written, and the output is byte-identical per seed."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import make_tiny_project, run_stage, write_params
+
+from stages import generate_sft
+from stages.lib.cleaning import clean
+from stages.lib.generation import GenerationSettings, Sample, generate
+from stages.lib.hardware import resolve_precision
+from stages.lib.loader import load_model, load_tokenizer
+from stages.lib.prompts import as_completion, stop_strings
+from stages.lib.records import SftExample, read_jsonl
+from stages.lib.sft_data import PLACEHOLDER_TEXT
+
+OUT = Path("data/sft/train.jsonl")
+MANIFEST = Path("data/sft/manifest.json")
+METRICS = Path("metrics/sft_data.json")
+TRAIN = Path("data/instructions/train.jsonl")
+
+
+@pytest.fixture(scope="module")
+def chaotic_hf_dir(tiny_hf_dir, tmp_path_factory) -> Path:
+    """The tiny model with large random weights. The plain tiny model answers every prompt with colons (no
+    word, so never a valid response); this one writes varied gibberish, some of it valid."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = tmp_path_factory.mktemp("chaotic") / "model"
+    model = AutoModelForCausalLM.from_pretrained(tiny_hf_dir, dtype=torch.float32)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "norm" not in name:
+                param.normal_(0, 0.5)
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(tiny_hf_dir).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def prepared(chaotic_hf_dir, tmp_path_factory) -> Path:
+    """A project with models/base and data/instructions made by their stages; tests work on copies."""
+    project = make_tiny_project(tmp_path_factory.mktemp("sft") / "project", chaotic_hf_dir,
+                                generate={"max_new_tokens": 16, "placeholder_fallback": False,
+                                          "max_placeholder_rate": 0.9})
+    for stage in ("prepare_base", "make_instructions"):
+        result = run_stage(stage, project)
+        assert result.returncode == 0, result.stderr[-3000:]
+    return project
+
+
+@pytest.fixture()
+def project(prepared, tmp_path, monkeypatch) -> Path:
+    copy = tmp_path / "project"
+    shutil.copytree(prepared, copy)
+    monkeypatch.chdir(copy)
+    return copy
+
+
+def set_generate(project: Path, **values) -> None:
+    import yaml
+
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    write_params(project, **{k: v for k, v in params.items() if k != "generate"},
+                 generate={**params["generate"], **values})
+
+
+def records(project: Path) -> list[SftExample]:
+    return read_jsonl(project / OUT, SftExample)
+
+
+def assert_no_output(project: Path) -> None:
+    assert not (project / "data/sft").exists()
+    assert not (project / METRICS).exists()
+
+
+def regenerate(project: Path, rec: SftExample, **generate_params) -> str:
+    """The completion a stored record's generation_prompt gives on its own (its sample index, same settings)."""
+    gen = {**json.loads((project / MANIFEST).read_text())["generation"], **generate_params}
+    base = project / "models/base"
+    model, tokenizer = load_model(base, resolve_precision("float32")), load_tokenizer(base)
+    settings = GenerationSettings(gen["max_new_tokens"], gen["temperature"], gen["top_p"], gen["repetition_penalty"],
+                                  gen["batch_size"], gen["seed"])
+    samples = generate(model, tokenizer, [rec.generation_prompt], settings, stop_strings=stop_strings(gen["delimiter"]),
+                       num_samples=gen["k"])[0]
+    sample = samples[rec.sample_index]
+    return as_completion(clean(sample.text, gen["delimiter"], sample.hit_token_limit).text)
+
+
+# --- the stored prompt is the prompt that produced the completion ------------------------------------------
+
+
+def test_stored_generation_prompt_reproduces_the_completion_greedy(project):
+    set_generate(project, temperature=0.0)
+    result = run_stage("generate_sft", project)
+    assert result.returncode == 0, result.stderr[-3000:]
+    model_records = [r for r in records(project) if r.source == "model"]
+    assert model_records, "the tiny model should produce at least one valid response"
+    for rec in model_records:
+        assert rec.generation_prompt.endswith(rec.prompt)  # few-shot examples, then the zero-shot prompt
+        assert regenerate(project, rec) == rec.completion
+
+
+def test_sampled_records_are_byte_identical_per_seed_and_reproducible_from_their_prompt(project):
+    set_generate(project, temperature=0.9, top_p=0.95)
+    first = run_stage("generate_sft", project)
+    assert first.returncode == 0, first.stderr[-3000:]
+    data = (project / OUT).read_bytes()
+    again = run_stage("generate_sft", project)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (project / OUT).read_bytes() == data
+    model_records = [r for r in records(project) if r.source == "model"]
+    assert model_records
+    # Per-row seeds: in float32 (as here) a sampled record is regenerated from its prompt, the seed and its
+    # sample index alone (bfloat16 rounding depends on the batch, so there only whole runs reproduce).
+    for rec in model_records[:4]:
+        assert regenerate(project, rec) == rec.completion
+    set_generate(project, temperature=0.9, top_p=0.95, seed=1)
+    other = run_stage("generate_sft", project)
+    assert other.returncode == 0, other.stderr[-3000:]
+    assert (project / OUT).read_bytes() != data
+    manifest = json.loads((project / MANIFEST).read_text())
+    assert manifest["generation"]["seed"] == 1 and "sampling" in manifest
+
+
+# --- placeholders ------------------------------------------------------------------------------------------
+
+
+def _scripted_generate(bad_every: int):
+    """Stand-in for generate(): instruction i gets only invalid samples when i % bad_every == 0."""
+    def fake(model, tokenizer, prompts, settings, *, stop_strings=(), num_samples=1, desc=""):
+        out = []
+        for i, _ in enumerate(prompts):
+            text = "\n###\n" if i % bad_every == 0 else " A plain answer with words."
+            out.append([Sample(text, 5, False) for _ in range(num_samples)])
+        return out
+    return fake
+
+
+def test_placeholders_are_marked_and_counted(project, monkeypatch):
+    monkeypatch.setattr(generate_sft, "generate", _scripted_generate(3))
+    set_generate(project, placeholder_fallback=True, max_placeholder_rate=0.5)
+    generate_sft.main()
+    recs = records(project)
+    n = len(read_jsonl(project / TRAIN, generate_sft.Instruction))
+    assert len(recs) == n
+    placeholders = [r for r in recs if r.source == "placeholder"]
+    assert len(placeholders) == len(range(0, n, 3))
+    for r in placeholders:
+        assert r.completion == as_completion(PLACEHOLDER_TEXT) and r.sample_index == -1 and r.strict_score == 0.0
+    assert all(r.completion != as_completion(PLACEHOLDER_TEXT) for r in recs if r.source == "model")
+    metrics = json.loads((project / METRICS).read_text())
+    assert metrics["placeholder_rate"] == round(len(placeholders) / n, 4) == metrics["failed_rate"]
+    assert metrics["n_kept"] == n and metrics["n_dropped"] == 0
+
+
+def test_without_fallback_failed_instructions_are_dropped_not_faked(project, monkeypatch):
+    monkeypatch.setattr(generate_sft, "generate", _scripted_generate(3))
+    set_generate(project, placeholder_fallback=False, max_placeholder_rate=0.5)
+    generate_sft.main()
+    recs = records(project)
+    n = len(read_jsonl(project / TRAIN, generate_sft.Instruction))
+    assert all(r.source == "model" for r in recs) and len(recs) == n - len(range(0, n, 3))
+    metrics = json.loads((project / METRICS).read_text())
+    assert metrics["placeholder_rate"] == 0.0 and metrics["n_dropped"] == len(range(0, n, 3))
+    assert metrics["failed_rate"] == round(metrics["n_dropped"] / n, 4)
+
+
+@pytest.mark.parametrize("fallback", [True, False])
+def test_too_many_failures_exit_2_with_no_output(project, monkeypatch, capsys, fallback):
+    monkeypatch.setattr(generate_sft, "generate", _scripted_generate(2))  # half the instructions fail
+    set_generate(project, placeholder_fallback=fallback, max_placeholder_rate=0.2)
+    (project / "data/sft").mkdir(parents=True)
+    (project / OUT).write_text("stale\n")
+    with pytest.raises(SystemExit) as exc:
+        generate_sft.main()
+    assert exc.value.code == 2
+    assert "generate.max_placeholder_rate" in capsys.readouterr().err
+    assert_no_output(project)
+
+
+# --- bad input -----------------------------------------------------------------------------------------------
+
+
+def _fails(project: Path, capsys, *fragments: str) -> None:
+    (project / "data/sft").mkdir(parents=True, exist_ok=True)
+    (project / OUT).write_text("stale\n")  # an earlier run's output must not survive a failed one
+    (project / METRICS).parent.mkdir(parents=True, exist_ok=True)
+    (project / METRICS).write_text("{}\n")
+    with pytest.raises(SystemExit) as exc:
+        generate_sft.main()
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    for fragment in fragments:
+        assert fragment in err, err
+    assert_no_output(project)
+
+
+def test_malformed_instruction_line_names_file_and_line(project, capsys):
+    lines = (project / TRAIN).read_text().splitlines()
+    lines[2] = lines[2][:-10]
+    (project / TRAIN).write_text("\n".join(lines) + "\n")
+    _fails(project, capsys, "data/instructions/train.jsonl:3")
+
+
+def test_empty_instruction_file_fails(project, capsys):
+    (project / TRAIN).write_text("")
+    _fails(project, capsys, "data/instructions/train.jsonl", "empty")
+
+
+def test_unknown_instruction_id_fails_naming_it(project, capsys):
+    lines = (project / TRAIN).read_text().splitlines()
+    row = json.loads(lines[1])
+    row["instruction_id_list"][0] = "detectable_format:haiku_shape"
+    lines[1] = json.dumps(row)
+    (project / TRAIN).write_text("\n".join(lines) + "\n")
+    _fails(project, capsys, "data/instructions/train.jsonl", str(row["key"]), "detectable_format:haiku_shape")
+
+
+def test_missing_model_fails_without_fallback(project, capsys):
+    shutil.rmtree(project / "models/base")
+    _fails(project, capsys, "models/base")
+
+
+def test_cli_exit_status_and_no_output_on_bad_input(project):
+    (project / TRAIN).write_text('{"key": 1, "prompt": "x"\n')
+    result = run_stage("generate_sft", project)
+    assert result.returncode == 2
+    assert "data/instructions/train.jsonl:1" in result.stderr
+    assert_no_output(project)
