@@ -80,7 +80,7 @@ def test_every_negative_type_scores_below_a_sound_response(kind):
     from stages.lib.records import Instruction
 
     instr = Instruction(key=1, prompt=INSTRUCTION, instruction_id_list=IDS, kwargs=KWARGS, category="lists")
-    pool = [GOOD, "the moon orbits the earth every month or so."]
+    pool = ["the moon orbits the earth every month or so.", "paris is the capital city of france."]
     long_good = GOOD + " both grow on trees and taste sweet when they are ripe in late summer."
     text = synthetic_negative(kind, instr, long_good, pool, random.Random(1))
     chosen = score_response(long_good, INSTRUCTION, IDS, KWARGS, "###")

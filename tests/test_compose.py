@@ -265,7 +265,7 @@ def test_propose_tasks_filters_existing_and_repeated_items(tasks):
 
 def test_generate_candidate_tasks_needs_a_model_and_uses_an_injected_one(tasks):
     params = InstructionsParams(self_instruct_count=3)
-    with pytest.raises(UserError, match="model loader"):
+    with pytest.raises(UserError, match="no model was given"):
         self_instruct.generate_candidate_tasks(params, 3, existing=tasks)
     ideas = ["Describe a market stall that sells old maps.", "Explain why kites need wind to fly.",
              "List four things that make a picnic fun.", "Write a short poem about a lazy river.",

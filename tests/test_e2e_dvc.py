@@ -16,7 +16,10 @@ def test_repro_then_sft_dpo_vs_dpo_only(tiny_hf_dir, tmp_path):
 
     sh(repo, "dvc", "exp", "run", "-n", "sft-dpo")
     dpo_only = sh(repo, "dvc", "exp", "run", "-n", "dpo-only", "-S", "dpo.init=base")
-    assert set(stages_run(dpo_only.stdout)) == {"train_dpo", "evaluate@dpo", "report"}
+    ran = set(stages_run(dpo_only.stdout))
+    # report reruns unless the new DPO model happens to answer every prompt as the old one did
+    assert {"train_dpo", "evaluate@dpo"} <= ran <= {"train_dpo", "evaluate@dpo", "report"}
+    assert not ran & {"generate_sft", "train_sft", "build_prefs"}
 
     diff = sh(repo, "dvc", "metrics", "diff", "sft-dpo", "dpo-only", "--all", "--md").stdout
     rows = [line for line in diff.splitlines() if line.startswith("| metrics/train_dpo.json") and "| init " in line]
