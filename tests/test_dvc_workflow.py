@@ -325,7 +325,9 @@ def test_killed_training_leaves_nothing_valid(work_repo, tmp_path, capsys):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     log = (tmp_path / "term.log").read_text()
-    assert proc.returncode != 0 and "exited with -15" in log, log[-2000:]
+    # DVC runs the stage through a shell: it reports -15 when the shell exec'd the stage, 143 (128 + 15)
+    # when the shell forked it and died of the signal's exit status. Either way the stage was terminated.
+    assert proc.returncode != 0 and re.search(r"exited with (-15|143)\b", log), log[-2000:]
     _assert_nothing_valid(repo, lock_text)
 
     started = time.time()
