@@ -86,6 +86,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--n", type=int, default=120, help="prompts for the batched path (the first N of generate_sft's)")
     parser.add_argument("--baseline-n", type=int, default=12, help="of those, how many the one-at-a-time loop runs")
     parser.add_argument("--batch-size", type=int, default=None, help="override generate.batch_size")
+    parser.add_argument("--repeat", type=int, default=1, help="interleaved runs of both paths; the best of each is kept")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args(argv)
 
@@ -115,14 +116,22 @@ def main(argv: list[str] | None = None) -> dict:
     generate(model, tokenizer, prompts[:1], warm, stop_strings=stops, desc="warm-up")
     one_at_a_time(model, tokenizer, prompts[:1], warm, stops, 1)
 
-    start = time.perf_counter()
-    samples = generate(model, tokenizer, prompts, settings, stop_strings=stops, num_samples=gen.k, desc="batched")
-    batched_s = time.perf_counter() - start
-    batched_tokens = sum(s.n_tokens for per_prompt in samples for s in per_prompt)
-    base_prompts = prompts[: args.baseline_n]
-    single_tokens, single_s = one_at_a_time(model, tokenizer, base_prompts, settings, stops, gen.k)
+    def peaks_now() -> dict[str, float]:
+        return {"float32": matmul_gflops(torch.float32), "bfloat16": matmul_gflops(torch.bfloat16)}
 
-    peaks = {"float32": matmul_gflops(torch.float32), "bfloat16": matmul_gflops(torch.bfloat16)}
+    peaks_start = peaks_now()
+    base_prompts = prompts[: args.baseline_n]
+    batched_runs, single_runs = [], []
+    for _ in range(args.repeat):  # interleaved, so a burst of other work hits both paths alike
+        start = time.perf_counter()
+        samples = generate(model, tokenizer, prompts, settings, stop_strings=stops, num_samples=gen.k, desc="batched")
+        batched_runs.append((sum(s.n_tokens for per_prompt in samples for s in per_prompt), time.perf_counter() - start))
+        single_runs.append(one_at_a_time(model, tokenizer, base_prompts, settings, stops, gen.k))
+    peaks_end = peaks_now()
+    # Other work on the machine only ever lowers a figure: keep the best of each.
+    peaks = {k: max(peaks_start[k], peaks_end[k]) for k in peaks_start}
+    batched_tokens, batched_s = max(batched_runs, key=lambda r: r[0] / r[1])
+    single_tokens, single_s = max(single_runs, key=lambda r: r[0] / r[1])
     peak = peaks.get(precision.dtype, peaks["float32"])
     flops_per_token = 2 * n_params
 
@@ -148,6 +157,8 @@ def main(argv: list[str] | None = None) -> dict:
             "temperature": gen.temperature, "mean_prompt_tokens": round(sum(prompt_tokens) / len(prompt_tokens), 1),
         },
         "matmul_gflops": {k: round(v, 1) for k, v in peaks.items()},
+        "all_runs_tokens_per_s": {"batched": [round(t / d, 1) for t, d in batched_runs],
+                                  "one_at_a_time": [round(t / d, 1) for t, d in single_runs]},
         "batched": {"tokens": batched_tokens, "seconds": round(batched_s, 2), "tokens_per_s": round(batched_rate, 1),
                     "roofline_fraction": round(fraction(batched_rate), 4),
                     "roofline_fraction_with_prompts": round(fraction(batched_all), 4)},
@@ -170,7 +181,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"one at a time  : {s['tokens']:6d} tokens in {s['seconds']:7.1f} s = {s['tokens_per_s']:7.1f} tokens/s "
           f"({s['roofline_fraction']:.1%} of roofline; {s['roofline_fraction_with_prompts']:.1%} counting prompt tokens) "
           f"[first {len(base_prompts)} prompts]")
-    print(f"speedup        : {figures['speedup']}x")
+    print(f"speedup        : {figures['speedup']}x (best of {args.repeat}; all runs: "
+          f"{figures['all_runs_tokens_per_s']})")
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
     return figures

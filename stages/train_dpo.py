@@ -17,7 +17,7 @@ from stages.lib.model_session import BASE_DIR, precision_for
 from stages.lib.params import load_params
 from stages.lib.records import PreferencePair, read_jsonl
 from stages.lib.runinfo import measured
-from stages.lib.training import ScratchDir, dvclive_callback, is_main_process, summarize_training, training_precision
+from stages.lib.training import ScratchDir, dvclive_callback, is_main_process, summarize_training
 
 DATA = Path("data/prefs/pairs.jsonl")
 OUT = Path("models/dpo")
@@ -44,7 +44,7 @@ def main() -> None:
 
     params = load_params()
     pairs = [{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected} for p in read_jsonl(DATA, PreferencePair)]
-    precision = training_precision(precision_for(params.model))
+    precision = precision_for(params.model)
     remove_outputs(OUT, METRICS, LIVE)
     tokenizer = load_tokenizer(BASE_DIR, trust_remote_code=params.model.trust_remote_code)
 

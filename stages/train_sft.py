@@ -18,10 +18,7 @@ from stages.lib.params import load_params
 from stages.lib.records import SftExample, dump, read_jsonl
 from stages.lib.runinfo import measured
 from stages.lib.sft_tokenize import tokenize_records
-from stages.lib.training import (
-    ScratchDir, common_args, dvclive_callback, is_main_process, lora_config, summarize_training,
-    training_precision,
-)
+from stages.lib.training import ScratchDir, dvclive_callback, is_main_process, lora_config, sft_config, summarize_training
 
 DATA = Path("data/sft/train.jsonl")
 OUT = Path("models/sft")
@@ -40,22 +37,21 @@ def split(examples: list[dict], eval_fraction: float, seed: int) -> tuple[list[d
 @stage_main
 def main() -> None:
     from datasets import Dataset
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTTrainer
 
     params = load_params()
     sft = params.sft
     records = dump(read_jsonl(DATA, SftExample))
     remove_outputs(OUT, METRICS, LIVE)
 
-    precision = training_precision(precision_for(params.model))
+    precision = precision_for(params.model)
     tokenizer = load_tokenizer(BASE_DIR, trust_remote_code=params.model.trust_remote_code)
     train_set, eval_set = split(tokenize_records(tokenizer, records, sft.max_length), sft.eval_fraction, sft.seed)
     model = load_base_model(BASE_DIR, precision,
                             trust_remote_code=params.model.trust_remote_code,
                             attn_implementation=params.model.attn_implementation)
     with ScratchDir() as scratch, measured() as run:
-        args = SFTConfig(**common_args(sft, precision, scratch, has_eval=bool(eval_set)),
-                         completion_only_loss=True, packing=False)
+        args = sft_config(sft, precision, scratch, has_eval=bool(eval_set))
         trainer = SFTTrainer(
             model=model, args=args, processing_class=tokenizer, peft_config=lora_config(sft.lora),
             train_dataset=Dataset.from_list(train_set), eval_dataset=Dataset.from_list(eval_set) if eval_set else None,
@@ -73,7 +69,7 @@ def main() -> None:
         trainer.model.save_pretrained(tmp, safe_serialization=True)
         write_json_atomic(tmp / "manifest.json", build_manifest(
             stage="train_sft", base=str(BASE_DIR), precision=precision.to_dict(), sft=sft.model_dump(),
-            gradient_checkpointing=args.gradient_checkpointing, metrics=metrics))
+            gradient_checkpointing=args.activation_checkpointing, metrics=metrics))
     write_json_atomic(METRICS, metrics)
     print(f"train_sft: loss {metrics['train_loss_first']:.3f} -> {metrics['train_loss_last']:.3f}, "
           f"eval loss {eval_before} -> {eval_after}; {metrics['tokens_per_s']:.0f} tokens/s; {run.wall_s} s")

@@ -188,6 +188,16 @@ def test_noop_repro_reruns_nothing(reproduced, capsys):
     assert elapsed < 30
 
 
+def test_bytecode_caches_invalidate_nothing(work_repo):
+    """Python writes __pycache__ beside every module it imports (unless PYTHONDONTWRITEBYTECODE is set);
+    those files are not inputs, so they must not change the hash of `stages` or `stages/lib`."""
+    for package in ("stages", "stages/lib"):
+        cache = work_repo / package / "__pycache__"
+        cache.mkdir()
+        (cache / "io.cpython-311.pyc").write_bytes(b"\x00" * 16)
+    assert status(work_repo) == {}
+
+
 # --- 2. Experiments -----------------------------------------------------------------------------------
 
 def test_misspelt_param_key_is_refused(work_repo):

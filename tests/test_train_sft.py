@@ -11,7 +11,7 @@ from stages.lib.hardware import resolve_precision
 from stages.lib.loader import load_model, load_tokenizer
 from stages.lib.params import SftParams as SFTParams
 from stages.lib.sft_tokenize import tokenize_prompt_completion
-from stages.lib.training import common_args, lora_config, training_precision
+from stages.lib.training import common_args, lora_config, sft_config
 
 PROMPT = "Instruction: Say the answer.\nResponse:"
 COMPLETION = " The answer."
@@ -19,12 +19,10 @@ COMPLETION = " The answer."
 
 def _trainer(model, tokenizer, records, tmp_path, **overrides):
     from datasets import Dataset
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTTrainer
 
     sft = SFTParams(**({"batch_size": 2, "max_steps": 1} | overrides))
-    precision = training_precision(resolve_precision("float32"))
-    args = SFTConfig(**common_args(sft, precision, str(tmp_path / "out"), has_eval=False),
-                     completion_only_loss=True, packing=False)
+    args = sft_config(sft, resolve_precision("float32"), str(tmp_path / "out"), has_eval=False)
     examples = [tokenize_prompt_completion(tokenizer, p, c, sft.max_length) for p, c in records]
     return SFTTrainer(model=model, args=args, processing_class=tokenizer, peft_config=lora_config(sft.lora),
                       train_dataset=Dataset.from_list(examples))
@@ -117,9 +115,14 @@ def test_bad_sft_data_is_a_clear_error_with_no_output(tmp_path, tiny_pipeline, p
 def test_precision_is_never_left_to_trl_defaults():
     from trl import SFTConfig
 
-    cpu = training_precision(resolve_precision(cuda_available=False, cpu_bf16=True))
+    # A CPU without native bf16: fp32 (bf16 matrix products there are ~100x slower), no checkpointing.
+    cpu = resolve_precision(cuda_available=False, cpu_bf16=False)
     args = SFTConfig(**common_args(SFTParams(), cpu, "/tmp/x", has_eval=False))
-    assert args.bf16 is False and args.gradient_checkpointing is False
+    assert args.bf16 is False and args.activation_checkpointing is False
+    # A CPU with AMX / AVX512-BF16: bf16, still no checkpointing (memory is not what limits a CPU run).
+    amx = resolve_precision(cuda_available=False, cpu_bf16=True)
+    args = SFTConfig(**common_args(SFTParams(), amx, "/tmp/x", has_eval=False))
+    assert args.bf16 is True and args.activation_checkpointing is False
     gpu = resolve_precision("auto", "4bit", cuda_available=True, cuda_bf16=True)
     kwargs = common_args(SFTParams(), gpu, "/tmp/x", has_eval=False)
-    assert kwargs["bf16"] is True and kwargs["gradient_checkpointing"] is True
+    assert kwargs["bf16"] is True and kwargs["activation_checkpointing"] is True

@@ -103,7 +103,9 @@ def apply_adapters(model, adapter_dirs: Sequence[str | Path], *, merge_all: bool
     All but the last adapter are merged in (SFT under a DPO adapter); the last stays a PEFT adapter
     unless ``merge_all``. The caller must not reuse ``model`` afterwards as the plain base.
     """
-    from peft import PeftModel
+    if not adapter_dirs:
+        return model
+    from peft import PeftModel  # only here: importing it (and the bitsandbytes it pulls in) costs ~190 MB
 
     for i, adapter_dir in enumerate(adapter_dirs):
         adapter_dir = Path(adapter_dir)

@@ -1,7 +1,9 @@
 """What SFT and DPO training share: trainer arguments from params and hardware, LoRA, DVCLive, adapters.
 
 Precision and gradient checkpointing are always set here, from the hardware, never left to TRL's
-defaults (bf16 + checkpointing), which on a CPU without native bf16 made training 11x slower.
+defaults (bf16 + checkpointing): on a CPU without native bf16 those made training 11x slower. Training
+uses the precision every other stage uses (hardware.resolve_precision): bf16 where the hardware runs it
+natively (benchmarks/training.py: 1.4x fp32's rate on this AMX CPU), fp32 elsewhere.
 """
 from __future__ import annotations
 
@@ -22,17 +24,6 @@ def lora_config(lora: LoraParams):
         r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
         target_modules=lora.target_modules, bias="none", task_type="CAUSAL_LM",
     )
-
-
-def training_precision(precision: Precision) -> Precision:
-    """Precision to train in. On a CPU that is fp32 even where bf16 inference is fast: measured here
-    (AMX CPU, SmolLM2-135M, LoRA, batch 8), bf16 autocast took ~37 s a step against 6 s in fp32,
-    while bf16 generation ran 3.7x faster than fp32."""
-    if precision.device == "cpu" and precision.dtype != "float32":
-        from dataclasses import replace
-
-        return replace(precision, dtype="float32", notes=precision.notes + ("training in float32 on the CPU",))
-    return precision
 
 
 def world_size() -> int:
@@ -75,7 +66,8 @@ def common_args(train: TrainParams, precision: Precision, output_dir: str, has_e
         bf16=precision.dtype == "bfloat16",
         fp16=precision.dtype == "float16",
         use_cpu=precision.device == "cpu",
-        gradient_checkpointing=use_gradient_checkpointing(train.gradient_checkpointing, precision),
+        # transformers 5 renamed gradient_checkpointing (still TRL's default: True) to activation_checkpointing
+        activation_checkpointing=use_gradient_checkpointing(train.gradient_checkpointing, precision),
         logging_steps=train.logging_steps,
         eval_strategy="epoch" if has_eval else "no",
         save_strategy="no",
@@ -84,6 +76,15 @@ def common_args(train: TrainParams, precision: Precision, output_dir: str, has_e
         ddp_backend="gloo" if precision.device == "cpu" and world_size() > 1 else None,
         disable_tqdm=False,
     )
+
+
+def sft_config(sft: TrainParams, precision: Precision, output_dir: str, has_eval: bool):
+    """TRL's SFTConfig for train_sft (and its benchmark): loss on the completion only, no packing, and
+    batches of similar lengths (less padding: 1.3x the real tokens/s of random batches, benchmarks/)."""
+    from trl import SFTConfig
+
+    return SFTConfig(**common_args(sft, precision, output_dir, has_eval),
+                     completion_only_loss=True, packing=False, train_sampling_strategy="group_by_length")
 
 
 def dvclive_callback(directory: str | Path):
