@@ -26,15 +26,18 @@ from benchmarks.generation import cpu_model
 RESULTS = Path("benchmarks/results.json")
 
 # The runtime an evaluate stage carries before any model: its imports and the tokenizer (+ peft for adapters).
+# Its peak is read from /proc (VmHWM): getrusage's ru_maxrss survives exec, so a child of this process
+# would report this process's own, much larger, peak.
 RUNTIME_PROBE = """
-import resource, sys
+import sys
 sys.path.insert(0, ".")
 import stages.evaluate
 from stages.lib.loader import load_tokenizer
 load_tokenizer("models/base")
 if sys.argv[1] == "peft":
     import peft
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+status = dict(line.split(":", 1) for line in open("/proc/self/status"))
+print(int(status["VmHWM"].split()[0]) / 1024)
 """
 
 

@@ -105,7 +105,7 @@ def apply_adapters(model, adapter_dirs: Sequence[str | Path], *, merge_all: bool
     """
     if not adapter_dirs:
         return model
-    from peft import PeftModel  # only here: importing it (and the bitsandbytes it pulls in) costs ~190 MB
+    from peft import PeftModel  # imported only when there is an adapter to apply (it pulls in bitsandbytes)
 
     for i, adapter_dir in enumerate(adapter_dirs):
         adapter_dir = Path(adapter_dir)
