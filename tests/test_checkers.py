@@ -284,3 +284,15 @@ def test_score_and_accuracy_reject_bad_input():
         score("Hi.", ["punctuation:no_comma"], [])
     with pytest.raises(UserError, match="no scores"):
         accuracy([])
+
+
+def test_a_long_correct_answer_passes():
+    """The original scored correct answers longer than 500 characters as failures, which made a fake lift.
+    Only what the instructions ask is checked: a 3,000-character answer that obeys them passes."""
+    body = " ".join(["the river runs past the old mill and on toward the sea"] * 50)
+    response = f"{body}.\np.s. that is all."
+    assert len(response) > 2500
+    ids = ["punctuation:no_comma", "change_case:english_lowercase", "detectable_content:postscript",
+           "length_constraints:number_words"]
+    kws = [{}, {}, {"postscript_marker": "P.S."}, {"num_words": 300, "relation": "at least"}]
+    assert score(response, ids, kws) == Score(strict=(True,) * 4, loose=(True,) * 4)
