@@ -17,7 +17,7 @@ from stages.lib.model_session import BASE_DIR, precision_for
 from stages.lib.params import load_params
 from stages.lib.records import PreferencePair, read_jsonl
 from stages.lib.runinfo import measured
-from stages.lib.training import ScratchDir, dvclive_callback, is_main_process, summarize_training
+from stages.lib.training import ScratchDir, dvclive_callback, is_main_process, save_adapter, summarize_training
 
 DATA = Path("data/prefs/pairs.jsonl")
 OUT = Path("models/dpo")
@@ -68,11 +68,11 @@ def main() -> None:
     metrics = (summarize_training(trainer, token_counts, run) | curve_ends(trainer.state.log_history)
                | {"init": setup.init, "n_pairs": len(pairs)})
     with atomic_dir(OUT) as tmp:
-        trainer.model.save_pretrained(tmp, safe_serialization=True)
+        save_adapter(trainer.model, tmp)
         write_json_atomic(tmp / "manifest.json", build_manifest(
             stage="train_dpo", init=setup.init, start_adapters=[str(a) for a in setup.start_adapters],
             reference=f"{setup.init} model (policy with the DPO adapter disabled)",
-            precision=precision.to_dict(), dpo=params.dpo.model_dump(), metrics=metrics))
+            precision=precision.to_dict(), dpo=params.dpo.model_dump()))
     write_json_atomic(METRICS, metrics)
     print(f"train_dpo (init={setup.init}): loss {metrics.get('loss_first')} -> {metrics.get('loss_last')}, "
           f"reward margin {metrics.get('rewards_margins_last')}, accuracy {metrics.get('rewards_accuracies_last')}; "

@@ -18,7 +18,9 @@ from stages.lib.params import load_params
 from stages.lib.records import SftExample, dump, read_jsonl
 from stages.lib.runinfo import measured
 from stages.lib.sft_tokenize import tokenize_records
-from stages.lib.training import ScratchDir, dvclive_callback, is_main_process, lora_config, sft_config, summarize_training
+from stages.lib.training import (
+    ScratchDir, dvclive_callback, is_main_process, lora_config, save_adapter, sft_config, summarize_training,
+)
 
 DATA = Path("data/sft/train.jsonl")
 OUT = Path("models/sft")
@@ -66,10 +68,10 @@ def main() -> None:
     metrics = summarize_training(trainer, train_set, run) | {"eval_loss_before": eval_before, "eval_loss_after": eval_after,
                                                              "n_train": len(train_set), "n_eval": len(eval_set)}
     with atomic_dir(OUT) as tmp:
-        trainer.model.save_pretrained(tmp, safe_serialization=True)
+        save_adapter(trainer.model, tmp)
         write_json_atomic(tmp / "manifest.json", build_manifest(
             stage="train_sft", base=str(BASE_DIR), precision=precision.to_dict(), sft=sft.model_dump(),
-            gradient_checkpointing=args.activation_checkpointing, metrics=metrics))
+            gradient_checkpointing=args.activation_checkpointing))
     write_json_atomic(METRICS, metrics)
     print(f"train_sft: loss {metrics['train_loss_first']:.3f} -> {metrics['train_loss_last']:.3f}, "
           f"eval loss {eval_before} -> {eval_after}; {metrics['tokens_per_s']:.0f} tokens/s; {run.wall_s} s")

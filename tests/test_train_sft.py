@@ -90,6 +90,25 @@ def test_stage_outputs_adapter_manifest_and_metrics(tiny_pipeline):
     assert metrics["tokens_seen"] > 0
 
 
+def test_retraining_with_the_same_inputs_gives_byte_identical_adapters(tiny_pipeline, tmp_path):
+    """An adapter directory holds only what the inputs determine (weights, config, a manifest without
+    timings), so when a stage reruns and trains the same adapter, DVC sees the same hash and the stages
+    after it are not rerun."""
+    import shutil
+
+    for rel in ("models/base", "data/sft", "data/prefs", "params.yaml"):
+        copy = shutil.copytree if (tiny_pipeline / rel).is_dir() else shutil.copy
+        copy(tiny_pipeline / rel, tmp_path / rel)
+    for stage, out in [("train_sft", "models/sft"), ("train_dpo", "models/dpo")]:
+        result = run_stage(stage, tmp_path)
+        assert result.returncode == 0, result.stderr[-2000:]
+        files = sorted(p.relative_to(tmp_path / out) for p in (tmp_path / out).rglob("*") if p.is_file())
+        assert files == sorted(p.relative_to(tiny_pipeline / out) for p in (tiny_pipeline / out).rglob("*")
+                               if p.is_file())
+        for rel in files:
+            assert (tmp_path / out / rel).read_bytes() == (tiny_pipeline / out / rel).read_bytes(), f"{out}/{rel}"
+
+
 @pytest.mark.parametrize("problem", ["no_completion", "empty", "missing"])
 def test_bad_sft_data_is_a_clear_error_with_no_output(tmp_path, tiny_pipeline, problem):
     import shutil

@@ -95,6 +95,19 @@ def dvclive_callback(directory: str | Path):
     return DVCLiveCallback(live=Live(dir=str(directory), dvcyaml=None, save_dvc_exp=False, report=None))
 
 
+def save_adapter(model, directory: Path) -> None:
+    """The LoRA adapter as safetensors, byte-identical whenever the weights are.
+
+    PEFT keeps the adapted module names as a set and writes them in the set's order, which changes
+    from process to process (string hashing is salted); sorted, an unchanged adapter keeps its DVC
+    hash, so the stages after a rerun that trained the same adapter are not rerun.
+    """
+    for config in model.peft_config.values():
+        if isinstance(config.target_modules, (set, frozenset)):
+            config.target_modules = sorted(config.target_modules)
+    model.save_pretrained(directory, safe_serialization=True)
+
+
 class ScratchDir:
     """A private folder for the trainer's own files; removed whatever happens."""
 
