@@ -3,7 +3,7 @@
 Precision and gradient checkpointing are always set here, from the hardware, never left to TRL's
 defaults (bf16 + checkpointing): on a CPU without native bf16 those made training 11x slower. Training
 uses the precision every other stage uses (hardware.resolve_precision): bf16 where the hardware runs it
-natively (benchmarks/training.py: 1.4x fp32's rate on this AMX CPU), fp32 elsewhere.
+natively (1.45x fp32's rate on an AMX CPU: BENCHMARKS.md), fp32 elsewhere.
 """
 from __future__ import annotations
 
@@ -80,7 +80,7 @@ def common_args(train: TrainParams, precision: Precision, output_dir: str, has_e
 
 def sft_config(sft: TrainParams, precision: Precision, output_dir: str, has_eval: bool):
     """TRL's SFTConfig for train_sft (and its benchmark): loss on the completion only, no packing, and
-    batches of similar lengths (less padding: 1.3x the real tokens/s of random batches, benchmarks/)."""
+    batches of similar lengths (less padding: 1.17x the real tokens/s of random batches, BENCHMARKS.md)."""
     from trl import SFTConfig
 
     return SFTConfig(**common_args(sft, precision, output_dir, has_eval),
