@@ -26,18 +26,16 @@ from benchmarks.generation import cpu_model
 RESULTS = Path("benchmarks/results.json")
 
 # The runtime an evaluate stage carries before any model: its imports and the tokenizer (+ peft for adapters).
-# Its peak is read from /proc (VmHWM): getrusage's ru_maxrss survives exec, so a child of this process
-# would report this process's own, much larger, peak.
 RUNTIME_PROBE = """
 import sys
 sys.path.insert(0, ".")
 import stages.evaluate
 from stages.lib.loader import load_tokenizer
+from stages.lib.runinfo import peak_rss_mb
 load_tokenizer("models/base")
 if sys.argv[1] == "peft":
     import peft
-status = dict(line.split(":", 1) for line in open("/proc/self/status"))
-print(int(status["VmHWM"].split()[0]) / 1024)
+print(peak_rss_mb())
 """
 
 

@@ -36,8 +36,10 @@ def trl_defaults() -> dict:
     return defaults | {"activation_checkpointing": None}  # unset, so the older name's default decides
 
 
-def run_sft_steps(records: list[dict], steps: int, overrides=None, lora_dropout: float | None = None) -> dict:
-    """``steps`` + 1 optimizer steps of train_sft's trainer; figures for all but the first."""
+def run_sft_steps(records: list[dict], steps: int, *, dtype: str | None = None, lora_dropout: float | None = None,
+                  overrides: dict | None = None) -> dict:
+    """``steps`` + 1 optimizer steps of train_sft's trainer; figures for all but the first. ``dtype``
+    replaces the hardware's precision, ``overrides`` replaces fields of train_sft's SFTConfig."""
     from datasets import Dataset
     from transformers import TrainerCallback
     from trl import SFTTrainer
@@ -52,10 +54,10 @@ def run_sft_steps(records: list[dict], steps: int, overrides=None, lora_dropout:
     sft = params.sft.model_copy(update={"max_steps": steps + 1, "logging_steps": 1})
     lora = sft.lora if lora_dropout is None else sft.lora.model_copy(update={"dropout": lora_dropout})
     precision = precision_for(params.model)
+    if dtype:
+        precision = replace(precision, dtype=dtype)
     tokenizer = load_tokenizer("models/base")
     examples = tokenize_records(tokenizer, records, sft.max_length)
-    if overrides and overrides.get("bf16") is False:
-        precision = replace(precision, dtype="float32")
     model = load_base_model("models/base", precision)
     n_params = sum(p.numel() for p in model.parameters())
     step_times, step_tokens = [], []
@@ -88,12 +90,14 @@ def run_sft_steps(records: list[dict], steps: int, overrides=None, lora_dropout:
             "gflops": round(4 * n_params * tokens / seconds / 1e9, 1), "params": n_params}
 
 
-VARIANTS = {
-    "fp32": {"overrides": {"bf16": False}},
-    "lora dropout 0.05": {"lora_dropout": 0.05},
-    "random batches": {"overrides": {"train_sampling_strategy": "random"}},
-    "TRL defaults": {"overrides": trl_defaults()},
-}
+def baselines() -> dict[str, dict]:
+    """The variants train_sft's configuration is compared with: run_sft_steps arguments by name."""
+    return {
+        "fp32": {"dtype": "float32"},
+        "lora dropout 0.05": {"lora_dropout": 0.05},
+        "random batches": {"overrides": {"train_sampling_strategy": "random"}},
+        "TRL defaults": {"overrides": trl_defaults()},
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -105,7 +109,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
 
     records = [json.loads(line) for line in open("data/sft/train.jsonl")]
-    variants = {"ours": {}} | ({} if args.skip_baselines else VARIANTS)
+    variants = {"ours": {}} | ({} if args.skip_baselines else baselines())
     roofline_start = matmul_gflops(torch.float32, size=2048)
     all_runs: dict[str, list[dict]] = {name: [] for name in variants}
     for _ in range(args.repeat):  # rounds of every variant, so a burst of other work hits them alike
