@@ -1,14 +1,13 @@
-"""Stage evaluate@{base,sft,dpo}: one model, in its own process, on the held-out IFEval-format prompts.
+"""Stage evaluate@<model>-<suite>: one model, in its own process, on one held-out suite of IFEval-format prompts.
 
-Recipe: read the eval prompts (any JSONL in IFEval's input format); set aside prompts with ids we
-cannot check, counted; load a fresh base with this model's adapters; greedy-decode every prompt in
-the same completion format and precision as the other models; score strict and loose; write the
-per-prompt outcomes (for paired statistics) and metrics/eval/<model>.json.
+Recipe: read the suite (data/suites/<suite>.jsonl: any JSONL in IFEval's input format); set aside prompts
+with ids we cannot check, counted; load a fresh base with this model's adapters; greedy-decode every prompt
+in the same completion format and precision as the other models; score strict and loose; write the
+per-prompt outcomes (for paired statistics) and metrics/eval/<model>-<suite>.json.
 """
 from __future__ import annotations
 
 import argparse
-import json
 from collections import Counter
 from pathlib import Path
 
@@ -20,24 +19,23 @@ from stages.lib.generation import GenerationSettings, generate
 from stages.lib.io import remove_outputs, write_json_atomic, write_jsonl_atomic
 from stages.lib.model_session import open_model
 from stages.lib.params import load_params
+from stages.lib.paths import MODELS, eval_metrics_path, outcomes_path, suite_path
 from stages.lib.prompts import stop_strings, zero_shot_prompt
 from stages.lib.records import EvalOutcome, Instruction, read_jsonl
 from stages.lib.runinfo import measured
 
-MODELS = ("base", "sft", "dpo")
-
 
 def adapters_for(model: str) -> list[Path]:
-    """The adapters that make ``model``, read from what training wrote (DPO's manifest names its init)."""
+    """The adapters that make ``model`` on top of the base, in the order they are applied. Each model's
+    folder holds its whole stack: models/dpo keeps the adapter DPO started from (start/, when dpo.init=sft)
+    beside its own, so this model's evaluation depends on models/base and models/<model> only."""
     if model == "base":
         return []
-    if model == "sft":
-        return [Path("models/sft")]
-    manifest = Path("models/dpo/manifest.json")
-    if not manifest.is_file():
-        raise UserError(f"{manifest}: missing; run `dvc repro train_dpo`")
-    init = json.loads(manifest.read_text())["init"]
-    return ([Path("models/sft")] if init == "sft" else []) + [Path("models/dpo")]
+    folder = Path("models") / model
+    if not (folder / "adapter_config.json").is_file():
+        raise UserError(f"{folder}: the {model.upper()} adapter is missing; run `dvc repro train_{model}`")
+    start = folder / "start"
+    return ([start] if (start / "adapter_config.json").is_file() else []) + [folder]
 
 
 def split_supported(prompts: list[Instruction]) -> tuple[list[Instruction], Counter]:
@@ -67,30 +65,33 @@ def outcome(p: Instruction, response: str) -> dict:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", choices=MODELS, required=True)
-    name = parser.parse_args(argv).model
+    parser.add_argument("--suite", required=True, help="a file data/suites/<suite>.jsonl")
+    args = parser.parse_args(argv)
+    name, suite = args.model, args.suite
     params = load_params()
-    out_file, metrics_file = Path(f"data/eval/{name}/outcomes.jsonl"), Path(f"metrics/eval/{name}.json")
+    out_file, metrics_file = outcomes_path(name, suite), eval_metrics_path(name, suite)
 
-    all_prompts = read_jsonl(params.eval.prompts, Instruction)
+    all_prompts = read_jsonl(suite_path(suite), Instruction)
     prompts, unsupported = split_supported(all_prompts)
     if not prompts:
-        raise UserError(f"{params.eval.prompts}: no prompt has only supported instruction ids "
+        raise UserError(f"{suite_path(suite)}: no prompt has only supported instruction ids "
                         f"(unsupported: {dict(unsupported)})")
     adapters = adapters_for(name)
-    remove_outputs(out_file.parent, metrics_file)
+    remove_outputs(out_file, metrics_file)
 
     with measured() as run:
         model, tokenizer, precision = open_model(params.model, adapters)
         delimiter = params.generate.delimiter
         settings = GenerationSettings(params.eval.max_new_tokens, batch_size=params.eval.batch_size)  # greedy
         samples = generate(model, tokenizer, [zero_shot_prompt(p.prompt) for p in prompts], settings,
-                           stop_strings=stop_strings(delimiter), desc=f"evaluate@{name}")
+                           stop_strings=stop_strings(delimiter), desc=f"evaluate@{name}-{suite}")
         outcomes = [outcome(p, clean(s[0].text, delimiter, s[0].hit_token_limit).text) for p, s in zip(prompts, samples)]
         weights_mb = sum(t.numel() * t.element_size() for t in model.parameters()) / 2**20
 
     summary = summarize([EvalOutcome.model_validate(o) for o in outcomes])
     metrics = summary | {
         "model": name,
+        "suite": suite,
         "excluded_prompts": len(all_prompts) - len(prompts),
         "unsupported_ids": dict(sorted(unsupported.items())),
         "precision": precision.to_dict(),
@@ -101,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
     write_jsonl_atomic(out_file, outcomes)
     write_json_atomic(metrics_file, metrics)
     overall = summary["overall"]
-    print(f"evaluate@{name}: prompt strict {overall['prompt_strict']['accuracy']:.1%}, loose "
+    print(f"evaluate@{name}-{suite}: prompt strict {overall['prompt_strict']['accuracy']:.1%}, loose "
           f"{overall['prompt_loose']['accuracy']:.1%} on {summary['n_prompts']} prompts "
           f"({metrics['excluded_prompts']} excluded); peak RSS {run.peak_rss_mb} MB; {run.wall_s} s")
 
