@@ -131,6 +131,7 @@ class EvalParams(Strict):
     prompts: str = Field("data/instructions/eval.jsonl", min_length=1)
     max_new_tokens: int = Field(128, ge=1)
     batch_size: int = Field(16, ge=1)
+    scoring: Literal["ifeval", "markdown"] = "ifeval"  # checkers.SCORING_MODES
 
 
 class ReportParams(Strict):
