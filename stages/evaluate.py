@@ -38,24 +38,31 @@ def adapters_for(model: str) -> list[Path]:
     return ([start] if (start / "adapter_config.json").is_file() else []) + [folder]
 
 
-def split_supported(prompts: list[Instruction]) -> tuple[list[Instruction], Counter]:
-    """Prompts we can score in full, and a count of the unsupported ids that excluded the others."""
-    supported, unsupported = [], Counter()
+def split_supported(prompts: list[Instruction]) -> tuple[list[Instruction], Counter, list[dict]]:
+    """Prompts we can score in full; a count of the unsupported ids that excluded others; and the
+    prompts excluded because a checker cannot take their kwargs, each as {"key", "reason"}. One bad
+    prompt never stops the evaluation of the rest."""
+    supported, unsupported, invalid = [], Counter(), []
     for p in prompts:
         missing = [i for i in p.instruction_id_list if i not in checkers.SUPPORTED_IDS]
         if missing:
             unsupported.update(missing)
-        else:
+            continue
+        try:
             for iid, kw in zip(p.instruction_id_list, p.kwargs):
                 checkers.validate_kwargs(iid, {k: v for k, v in kw.items() if v is not None})
-            supported.append(p)
-    return supported, unsupported
+        except UserError as exc:
+            invalid.append({"key": p.key, "reason": str(exc)})
+            continue
+        supported.append(p)
+    return supported, unsupported, invalid
 
 
-def outcome(p: Instruction, response: str) -> dict:
+def outcome(p: Instruction, response: str, scoring: str = "ifeval") -> dict:
     kwargs = [{k: v for k, v in kw.items() if v is not None} for kw in p.kwargs]
-    strict = [checkers.check_strict(i, response, kw, p.prompt) for i, kw in zip(p.instruction_id_list, kwargs)]
-    loose = [checkers.check_loose(i, response, kw, p.prompt) for i, kw in zip(p.instruction_id_list, kwargs)]
+    pairs = list(zip(p.instruction_id_list, kwargs))
+    strict = [checkers.check_strict(i, response, kw, p.prompt, scoring=scoring) for i, kw in pairs]
+    loose = [checkers.check_loose(i, response, kw, p.prompt, scoring=scoring) for i, kw in pairs]
     return EvalOutcome(key=p.key, category=p.category, prompt=p.prompt, response=response,
                        instruction_id_list=p.instruction_id_list, strict=strict, loose=loose,
                        prompt_strict=all(strict), prompt_loose=all(loose)).model_dump(mode="json")
@@ -72,10 +79,10 @@ def main(argv: list[str] | None = None) -> None:
     out_file, metrics_file = outcomes_path(name, suite), eval_metrics_path(name, suite)
 
     all_prompts = read_jsonl(suite_path(suite), Instruction)
-    prompts, unsupported = split_supported(all_prompts)
+    prompts, unsupported, invalid = split_supported(all_prompts)
     if not prompts:
-        raise UserError(f"{suite_path(suite)}: no prompt has only supported instruction ids "
-                        f"(unsupported: {dict(unsupported)})")
+        raise UserError(f"{suite_path(suite)}: no prompt can be scored (unsupported ids: {dict(unsupported)}; "
+                        f"kwargs the checkers cannot take: {invalid})")
     adapters = adapters_for(name)
     remove_outputs(out_file, metrics_file)
 
@@ -85,7 +92,8 @@ def main(argv: list[str] | None = None) -> None:
         settings = GenerationSettings(params.eval.max_new_tokens, batch_size=params.eval.batch_size)  # greedy
         samples = generate(model, tokenizer, [zero_shot_prompt(p.prompt) for p in prompts], settings,
                            stop_strings=stop_strings(delimiter), desc=f"evaluate@{name}-{suite}")
-        outcomes = [outcome(p, clean(s[0].text, delimiter, s[0].hit_token_limit).text) for p, s in zip(prompts, samples)]
+        outcomes = [outcome(p, clean(s[0].text, delimiter, s[0].hit_token_limit).text, params.eval.scoring)
+                    for p, s in zip(prompts, samples)]
         weights_mb = sum(t.numel() * t.element_size() for t in model.parameters()) / 2**20
 
     summary = summarize([EvalOutcome.model_validate(o) for o in outcomes])
@@ -94,6 +102,7 @@ def main(argv: list[str] | None = None) -> None:
         "suite": suite,
         "excluded_prompts": len(all_prompts) - len(prompts),
         "unsupported_ids": dict(sorted(unsupported.items())),
+        "invalid_kwargs": invalid,
         "precision": precision.to_dict(),
         "wall_s": run.wall_s,
         "peak_rss_mb": run.peak_rss_mb,

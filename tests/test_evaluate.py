@@ -1,4 +1,5 @@
-"""Evaluation: one clean model per run, unsupported ids excluded and counted, IFEval's input format."""
+"""Evaluation: one clean model per run; unsupported ids and unusable kwargs excluded per prompt, counted and
+named; IFEval's input format."""
 import json
 import shutil
 
@@ -58,6 +59,37 @@ def test_dpo_folder_holds_its_whole_adapter_stack(tiny_pipeline):
         os.chdir(cwd)
 
 
+# A small file in IFEval's own input format (None-valued kwargs, no category): one prompt with an id we
+# have no checker for and one whose kwargs no checker can take are set aside, each counted and named;
+# the rest, including the language and "#"-counting prompts that used to stop a whole run, are scored.
+IFEVAL_ROWS = [
+    {"key": 1, "prompt": "Write a haiku about rain. Do not use commas.",
+     "instruction_id_list": ["punctuation:no_comma"], "kwargs": [{"language": None}]},
+    {"key": 2, "prompt": "Answer in French: what is the capital of Italy?",
+     "instruction_id_list": ["language:response_language"], "kwargs": [{"language": "fr"}]},
+    {"key": 3, "prompt": "Include the sentence 'Rain is wet.' and answer in lowercase.",
+     "instruction_id_list": ["keywords:key_sentences", "change_case:english_lowercase"],
+     "kwargs": [{"key_sentences": ["Rain is wet."], "num_sentences": 1}, {}]},
+    {"key": 4, "prompt": "Write a tweet with at least 2 hashtags.",
+     "instruction_id_list": ["keywords:letter_frequency"],
+     "kwargs": [{"letter": "#", "let_frequency": 2, "let_relation": "at least", "language": None}]},
+    {"key": 5, "prompt": "Use the letters a and b at least twice.",
+     "instruction_id_list": ["punctuation:no_comma", "keywords:letter_frequency"],
+     "kwargs": [{}, {"letter": "ab", "let_frequency": 2, "let_relation": "at least"}]},
+]
+
+
+def test_split_supported_sets_aside_one_prompt_at_a_time():
+    from stages.evaluate import split_supported
+    from stages.lib.records import Instruction
+
+    supported, unsupported, invalid = split_supported([Instruction.model_validate(r) for r in IFEVAL_ROWS])
+    assert [p.key for p in supported] == [1, 2, 4]
+    assert unsupported == {"keywords:key_sentences": 1}
+    assert [i["key"] for i in invalid] == [5]
+    assert "keywords:letter_frequency" in invalid[0]["reason"] and "'letter'" in invalid[0]["reason"]
+
+
 def _suite_project(tiny_pipeline, tmp_path, rows_or_text) -> None:
     (tmp_path / "models").mkdir()
     _copy_project(tiny_pipeline, tmp_path, "models/base")
@@ -68,24 +100,17 @@ def _suite_project(tiny_pipeline, tmp_path, rows_or_text) -> None:
     shutil.copy(tiny_pipeline / "params.yaml", tmp_path / "params.yaml")
 
 
-def test_unsupported_ids_are_excluded_and_counted(tiny_pipeline, tmp_path):
-    rows = [  # IFEval's own input format: None-valued kwargs and no category
-        {"key": 1, "prompt": "Write a haiku about rain. Do not use commas.",
-         "instruction_id_list": ["punctuation:no_comma"], "kwargs": [{"language": None}]},
-        {"key": 2, "prompt": "Answer in French: what is the capital of Italy?",
-         "instruction_id_list": ["language:response_language"], "kwargs": [{"language": "fr"}]},
-        {"key": 3, "prompt": "Answer in German in lowercase.",
-         "instruction_id_list": ["language:response_language", "change_case:english_lowercase"],
-         "kwargs": [{"language": "de"}, {}]},
-    ]
-    _suite_project(tiny_pipeline, tmp_path, rows)
+def test_unsupported_and_invalid_prompts_are_excluded_counted_and_named(tiny_pipeline, tmp_path):
+    _suite_project(tiny_pipeline, tmp_path, IFEVAL_ROWS)
     result = run_stage("evaluate", tmp_path, "--model", "base", "--suite", "extra")
     assert result.returncode == 0, result.stderr
     metrics = json.loads((tmp_path / eval_metrics_path("base", "extra")).read_text())
-    assert metrics["n_prompts"] == 1 and metrics["excluded_prompts"] == 2
-    assert metrics["unsupported_ids"] == {"language:response_language": 2}
+    assert metrics["n_prompts"] == 3 and metrics["excluded_prompts"] == 2
+    assert metrics["unsupported_ids"] == {"keywords:key_sentences": 1}
+    assert [i["key"] for i in metrics["invalid_kwargs"]] == [5]
+    assert "must be a single character" in metrics["invalid_kwargs"][0]["reason"]
     outcomes = read_jsonl(tmp_path / outcomes_path("base", "extra"), EvalOutcome)
-    assert [o.key for o in outcomes] == [1]
+    assert [o.key for o in outcomes] == [1, 2, 4]
 
 
 @pytest.mark.parametrize("content, message", [("", "empty"), ('{"key": 1}\n', "extra.jsonl:1")])

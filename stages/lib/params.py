@@ -147,6 +147,7 @@ class EvalParams(Strict):
         default_factory=lambda: ["test", "handwritten"], min_length=1)
     max_new_tokens: int = Field(128, ge=1)
     batch_size: int = Field(16, ge=1)
+    scoring: Literal["ifeval", "markdown"] = "ifeval"  # checkers.SCORING_MODES
 
     @model_validator(mode="after")
     def _unique(self):
