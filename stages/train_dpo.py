@@ -40,7 +40,9 @@ def curve_ends(log_history: list[dict]) -> dict:
 @stage_main
 def main() -> None:
     from datasets import Dataset
-    from trl import DPOConfig, DPOTrainer
+    from trl import DPOConfig
+
+    from stages.lib.trainers import LeanDPOTrainer
 
     params = load_params()
     pairs = [{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected} for p in read_jsonl(DATA, PreferencePair)]
@@ -56,7 +58,7 @@ def main() -> None:
         model = load_base_model(BASE_DIR, precision, trust_remote_code=params.model.trust_remote_code,
                                 attn_implementation=params.model.attn_implementation)
         model = apply_adapters(model, setup.start_adapters, merge_all=True)
-        trainer = DPOTrainer(
+        trainer = LeanDPOTrainer(
             model=model, ref_model=None, args=DPOConfig(**setup.config_kwargs), train_dataset=Dataset.from_list(pairs),
             processing_class=tokenizer, peft_config=setup.lora, callbacks=[dvclive_callback(LIVE)],
         )
