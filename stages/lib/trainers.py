@@ -50,6 +50,6 @@ class LeanDPOTrainer(DPOTrainer):
 
         dataset = self.train_dataset if train_dataset is None else train_dataset
         lengths = [len(p) + max(len(c), len(r)) for p, c, r in
-                   zip(dataset["prompt_ids"], dataset["chosen_ids"], dataset["rejected_ids"])]
+                   zip(list(dataset["prompt_ids"]), list(dataset["chosen_ids"]), list(dataset["rejected_ids"]))]
         return LengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
                                     lengths=lengths)
