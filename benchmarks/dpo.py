@@ -1,6 +1,6 @@
 """DPO training throughput and peak memory: train_dpo's configuration against the one before (issue 11).
 
-    python -m benchmarks.dpo [--pairs 48] [--repeat 2] [--dtype float32] [--variants ours,before] [--json out]
+    python -m benchmarks.dpo [--pairs 48] [--repeat 2] [--dtype float32] [--variants "ours;before"] [--json out]
 
 Needs models/base, models/sft (dpo.init=sft, the default) and data/prefs/pairs.jsonl. Each variant runs in a
 fresh process (so its peak resident memory is its own) on the first --pairs preference pairs, one epoch, exactly
@@ -8,8 +8,9 @@ as train_dpo builds its trainer apart from the variant's changes:
 
 - ours: train_dpo now (stages.lib.trainers.LeanDPOTrainer, dpo_setup's configuration);
 - before: the configuration before issue 11: TRL's DPOTrainer and its CPU log-probability head, the reference
-  forward on every step, random batches (kept here as the baseline);
-- ours without one change each (TRL's head / reference every step / random batches), to attribute the gain.
+  forward on every step, random batches, 8 pairs a forward pass, glibc's malloc as it comes (the baseline);
+- ours without one change each (TRL's head / reference every step / random batches / glibc's default
+  threshold / other micro-batches), to attribute the gain.
 
 Tokens are real tokens (prompt + chosen and prompt + rejected, no padding), the figure train_dpo reports. The
 time is the trainer's construction (TRL tokenises there, and precomputes the reference there when asked)
@@ -28,9 +29,14 @@ from benchmarks.host import describe, host_kind
 
 PAIRS = Path("data/prefs/pairs.jsonl")
 
+MICRO_8 = {"per_device_train_batch_size": 8, "gradient_accumulation_steps": 1}
 VARIANTS = {
     "ours": {},
-    "before": {"head": "trl", "precompute_ref_log_probs": False, "train_sampling_strategy": "random"},
+    "before": {"head": "trl", "precompute_ref_log_probs": False, "train_sampling_strategy": "random",
+               "allocator": "glibc default", **MICRO_8},
+    "ours, glibc default": {"allocator": "glibc default"},
+    "ours, micro-batch 8": MICRO_8,
+    "ours, micro-batch 4": {"per_device_train_batch_size": 4, "gradient_accumulation_steps": 2},
     "ours, TRL's head": {"head": "trl"},
     "ours, reference every step": {"precompute_ref_log_probs": False},
     "ours, random batches": {"train_sampling_strategy": "random"},
@@ -59,8 +65,12 @@ def run_variant(name: str, n_pairs: int, dtype: str | None) -> dict:
     from stages.lib.training import ScratchDir
     from stages.train_dpo import _pair_lengths
 
+    from stages.lib.training import return_freed_memory_to_the_os
+
     variant = dict(VARIANTS[name])
     head = variant.pop("head", "ours")
+    if variant.pop("allocator", "ours") == "ours":
+        return_freed_memory_to_the_os()
     params = load_params()
     precision = precision_for(params.model)
     if dtype:
@@ -94,7 +104,8 @@ def run_variant(name: str, n_pairs: int, dtype: str | None) -> dict:
                               "training": round(train_mb, 1)},
             "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
             "precompute_ref_log_probs": config.precompute_ref_log_probs,
-            "sampler": config.train_sampling_strategy, "head": head}
+            "sampler": config.train_sampling_strategy, "head": head,
+            "micro_batch": config.per_device_train_batch_size, "accumulation": config.gradient_accumulation_steps}
 
 
 def run_in_child(name: str, n_pairs: int, dtype: str | None) -> dict:
@@ -110,7 +121,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--pairs", type=int, default=48, help="the first N preference pairs (8 a step)")
     parser.add_argument("--repeat", type=int, default=2, help="interleaved rounds of every variant; the best is kept")
     parser.add_argument("--dtype", default=None, help="float32 to measure the path of a host without native bf16")
-    parser.add_argument("--variants", default="ours,before", help=f"comma-separated, of: {', '.join(VARIANTS)}")
+    parser.add_argument("--variants", default="ours;before", help=f"separated by ';', of: {'; '.join(VARIANTS)}")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -118,7 +129,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(json.dumps(run_variant(args.child, args.pairs, args.dtype)))
         return {}
 
-    names = [v.strip() for v in args.variants.split(",")]
+    names = [v.strip() for v in args.variants.split(";") if v.strip()]
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
         parser.error(f"unknown variant(s) {unknown}; known: {list(VARIANTS)}")

@@ -5,8 +5,9 @@
 Needs models/base and data/sft/train.jsonl (``dvc repro generate_sft``). Each variant runs in a fresh process
 (its peak resident memory is its own), the same number of LoRA steps on the same records:
 - ours: exactly train_sft's configuration (stages.lib.trainers.LeanSFTTrainer, training.sft_config);
-- before: the configuration before issue 11: TRL's SFTTrainer with its CPU log-probability head, no
-  micro-batches;
+- before: the configuration before issue 11: TRL's SFTTrainer with its CPU log-probability head, 8 records
+  a forward pass, glibc's malloc as it comes;
+- ours with glibc's default threshold, or other micro-batches: to attribute the memory;
 - fp32: ours in fp32 whatever the hardware offers (the path of a host without native bf16);
 - lora dropout 0.05 / random batches / TRL defaults (precision, checkpointing and sampler left to TRL): the
   choices made earlier, kept measurable.
@@ -38,9 +39,13 @@ def trl_defaults() -> dict:
     return defaults | {"activation_checkpointing": None}  # unset, so the older name's default decides
 
 
+MICRO_8 = {"per_device_train_batch_size": 8, "gradient_accumulation_steps": 1}
 VARIANTS = {
     "ours": {},
-    "before": {"trainer": "trl", "overrides": {"per_device_train_batch_size": 8, "gradient_accumulation_steps": 1}},
+    "before": {"trainer": "trl", "allocator": "glibc default", "overrides": MICRO_8},
+    "ours, glibc default": {"allocator": "glibc default"},
+    "ours, micro-batch 8": {"overrides": MICRO_8},
+    "ours, micro-batch 4": {"overrides": {"per_device_train_batch_size": 4, "gradient_accumulation_steps": 2}},
     "fp32": {"dtype": "float32"},
     "lora dropout 0.05": {"lora_dropout": 0.05},
     "random batches": {"overrides": {"train_sampling_strategy": "random"}},
@@ -49,7 +54,7 @@ VARIANTS = {
 
 
 def run_sft_steps(records: list[dict], steps: int, *, dtype: str | None = None, lora_dropout: float | None = None,
-                  overrides: dict | str | None = None, trainer: str = "ours") -> dict:
+                  overrides: dict | str | None = None, trainer: str = "ours", allocator: str = "ours") -> dict:
     """``steps`` + 1 optimizer steps of train_sft's trainer; figures for all but the first. ``dtype``
     replaces the hardware's precision, ``overrides`` replaces fields of train_sft's SFTConfig."""
     from datasets import Dataset
@@ -62,8 +67,10 @@ def run_sft_steps(records: list[dict], steps: int, *, dtype: str | None = None, 
     from stages.lib.runinfo import peak_rss_mb
     from stages.lib.sft_tokenize import tokenize_records
     from stages.lib.trainers import LeanSFTTrainer
-    from stages.lib.training import ScratchDir, lora_config, sft_config
+    from stages.lib.training import ScratchDir, lora_config, return_freed_memory_to_the_os, sft_config
 
+    if allocator == "ours":
+        return_freed_memory_to_the_os()
     params = load_params()
     sft = params.sft.model_copy(update={"max_steps": steps + 1, "logging_steps": 1})
     lora = sft.lora if lora_dropout is None else sft.lora.model_copy(update={"dropout": lora_dropout})
