@@ -9,6 +9,7 @@ the stages build them:
 - eval: evaluate's zero-shot prompts, greedy, eval.max_new_tokens, eval.batch_size (the first --n);
 - sft: generate_sft's few-shot prompts (generate.n_shots examples each), generate.k samples at
   generate.temperature / top_p, generate.batch_size;
+- prefs: build_prefs' zero-shot prompts, prefs.n_samples samples each (with --adapter models/sft, as there);
 - sft-long: issue 10's coming SFT workload: 6 examples a prompt (about 470 tokens, examples drawn per
   instruction so few prompts share a prefix), 4 samples each at temperature 0.8.
 
@@ -119,6 +120,11 @@ def workload(name: str, n: int, params):
                                   gen.batch_size, gen.seed)
     if name == "sft":
         return build_prompts(instructions, shots, gen.n_shots, gen.delimiter, gen.seed), settings, stops, gen.k
+    if name == "prefs":  # build_prefs: zero-shot prompts, several samples each (run it with --adapter models/sft)
+        prefs = params.prefs
+        prompts = [zero_shot_prompt(i.prompt) for i in instructions]
+        return prompts, GenerationSettings(prefs.max_new_tokens, prefs.temperature, prefs.top_p, 1.0,
+                                           prefs.batch_size, prefs.seed), stops, prefs.n_samples
     if name == "sft-long":
         return (build_prompts(instructions, shots, 6, gen.delimiter, gen.seed), replace(settings, temperature=0.8),
                 stops, 4)

@@ -5,8 +5,9 @@ row that finishes (end of sequence, a stop string, or the token limit) frees its
 prompt, instead of idling until the slowest row of a fixed batch reaches max_new_tokens. Each prompt is
 prefilled once and its key/value states copied into its ``num_samples`` slots. The KV cache is preallocated
 (one buffer per layer, each row left-aligned at its own length), so a step writes one column per row instead
-of concatenating the whole cache. Prompts are admitted in token order and a prefix shared by neighbouring
-prompts (few-shot examples) is computed once and reused.
+of concatenating the whole cache, and a step's attention (``decode_attention``, on a CPU) reads the whole
+buffer in two batched products instead of torch's fused kernel. Prompts are admitted in token order and a
+prefix shared by neighbouring prompts (few-shot examples) is computed once and reused.
 
 Sampling is per row: every (prompt, sample) has its own random generator, seeded from the generation seed,
 the prompt text and the sample index, so the random draws do not depend on which rows share a batch. Same
