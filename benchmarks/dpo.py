@@ -14,7 +14,9 @@ as train_dpo builds its trainer apart from the variant's changes:
 
 Tokens are real tokens (prompt + chosen and prompt + rejected, no padding), the figure train_dpo reports. The
 time is the trainer's construction (TRL tokenises there, and precomputes the reference there when asked)
-plus training: everything but loading the model. Variants run in interleaved rounds; each keeps its best.
+plus training: everything but loading the model, as wall time and as this process's CPU time (on a machine
+shared with other work the wall time stretches while the CPU time stays close to the work done; exact with
+--threads 1). Variants run in interleaved rounds; each keeps its best (by CPU time).
 """
 from __future__ import annotations
 
@@ -36,7 +38,7 @@ VARIANTS = {
                "allocator": "glibc default", **MICRO_8},
     "ours, glibc default": {"allocator": "glibc default"},
     "ours, micro-batch 8": MICRO_8,
-    "ours, micro-batch 4": {"per_device_train_batch_size": 4, "gradient_accumulation_steps": 2},
+
     "ours, TRL's head": {"head": "trl"},
     "ours, reference every step": {"precompute_ref_log_probs": False},
     "ours, random batches": {"train_sampling_strategy": "random"},
@@ -48,10 +50,11 @@ def reset_peak_rss() -> None:
     Path("/proc/self/clear_refs").write_text("5")
 
 
-def run_variant(name: str, n_pairs: int, dtype: str | None) -> dict:
+def run_variant(name: str, n_pairs: int, dtype: str | None, threads: int | None = None) -> dict:
     """One variant, in this process: the figures of a DPO epoch over the first ``n_pairs`` pairs."""
     from dataclasses import replace
 
+    import torch
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
@@ -72,7 +75,7 @@ def run_variant(name: str, n_pairs: int, dtype: str | None) -> dict:
     if variant.pop("allocator", "ours") == "ours":
         return_freed_memory_to_the_os()
     params = load_params()
-    precision = precision_for(params.model)
+    precision = precision_for(params.model if threads is None else params.model.model_copy(update={"threads": threads}))
     if dtype:
         precision = replace(precision, dtype=dtype)
     pairs = [{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected}
@@ -84,7 +87,7 @@ def run_variant(name: str, n_pairs: int, dtype: str | None) -> dict:
         model = apply_adapters(load_base_model(BASE_DIR, precision), setup.start_adapters, merge_all=True)
         loaded_mb = peak_rss_mb()
         reset_peak_rss()
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         trainer_class = LeanDPOTrainer if head == "ours" else DPOTrainer
         config = DPOConfig(**(setup.config_kwargs | variant | {"disable_tqdm": True}))
         trainer = trainer_class(model=model, ref_model=None, args=config, train_dataset=Dataset.from_list(pairs),
@@ -94,11 +97,13 @@ def run_variant(name: str, n_pairs: int, dtype: str | None) -> dict:
         start = time.perf_counter()
         trainer.train()
         train_s, train_mb = time.perf_counter() - start, peak_rss_mb()
+        cpu_s = time.process_time() - cpu
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     seconds = init_s + train_s
     return {"variant": name, "dtype": precision.dtype, "pairs": len(pairs), "steps": trainer.state.global_step,
             "tokens": tokens, "init_s": round(init_s, 2), "train_s": round(train_s, 2),
-            "tokens_per_s": round(tokens / seconds, 1),
+            "tokens_per_s": round(tokens / seconds, 1), "cpu_s": round(cpu_s, 1),
+            "tokens_per_cpu_s": round(tokens / cpu_s, 2), "threads": torch.get_num_threads(),
             "peak_rss_mb": round(max(loaded_mb, init_mb, train_mb), 1),
             "rss_phases_mb": {"model loaded": round(loaded_mb, 1), "trainer built": round(init_mb, 1),
                               "training": round(train_mb, 1)},
@@ -108,10 +113,12 @@ def run_variant(name: str, n_pairs: int, dtype: str | None) -> dict:
             "micro_batch": config.per_device_train_batch_size, "accumulation": config.gradient_accumulation_steps}
 
 
-def run_in_child(name: str, n_pairs: int, dtype: str | None) -> dict:
+def run_in_child(name: str, n_pairs: int, dtype: str | None, threads: int | None) -> dict:
     cmd = [sys.executable, "-m", "benchmarks.dpo", "--child", name, "--pairs", str(n_pairs)]
     if dtype:
         cmd += ["--dtype", dtype]
+    if threads:
+        cmd += ["--threads", str(threads)]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -122,11 +129,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeat", type=int, default=2, help="interleaved rounds of every variant; the best is kept")
     parser.add_argument("--dtype", default=None, help="float32 to measure the path of a host without native bf16")
     parser.add_argument("--variants", default="ours;before", help=f"separated by ';', of: {'; '.join(VARIANTS)}")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: model.threads)")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        print(json.dumps(run_variant(args.child, args.pairs, args.dtype)))
+        print(json.dumps(run_variant(args.child, args.pairs, args.dtype, args.threads)))
         return {}
 
     names = [v.strip() for v in args.variants.split(";") if v.strip()]
@@ -137,16 +145,19 @@ def main(argv: list[str] | None = None) -> dict:
     all_runs: dict[str, list[dict]] = {n: [] for n in names}
     for _ in range(args.repeat):
         for name in names:
-            all_runs[name].append(run_in_child(name, args.pairs, args.dtype))
-    runs = {n: max(r, key=lambda x: x["tokens_per_s"]) for n, r in all_runs.items()}
+            all_runs[name].append(run_in_child(name, args.pairs, args.dtype, args.threads))
+    runs = {n: max(r, key=lambda x: x["tokens_per_cpu_s"]) for n, r in all_runs.items()}
     result = {"host": host, "host_after": host_kind()["load_average"], "pairs": args.pairs, "runs": runs,
-              "all_runs": {n: [(r["tokens_per_s"], r["peak_rss_mb"]) for r in rs] for n, rs in all_runs.items()}}
+              "all_runs": {n: [(r["tokens_per_s"], r["tokens_per_cpu_s"], r["peak_rss_mb"]) for r in rs]
+                           for n, rs in all_runs.items()}}
     print(f"host: {describe(host)}")
     base = runs.get("before")
     for name, run in runs.items():
-        ratio = f"; {run['tokens_per_s'] / base['tokens_per_s']:.2f}x before" if base and name != "before" else ""
-        print(f"DPO {name:<28} [{run['dtype']}] {run['tokens_per_s']:7.1f} tokens/s (build {run['init_s']} s + "
-              f"train {run['train_s']} s), peak RSS {run['peak_rss_mb']:.0f} MB {run['rss_phases_mb']}{ratio}")
+        ratio = (f"; {run['tokens_per_s'] / base['tokens_per_s']:.2f}x before (wall), "
+                 f"{run['tokens_per_cpu_s'] / base['tokens_per_cpu_s']:.2f}x (CPU time)") if base and name != "before" else ""
+        print(f"DPO {name:<28} [{run['dtype']}, {run['threads']} threads] {run['tokens_per_s']:7.1f} tokens/s "
+              f"(build {run['init_s']} s + train {run['train_s']} s), {run['tokens_per_cpu_s']:.2f} tokens per "
+              f"CPU-second, peak RSS {run['peak_rss_mb']:.0f} MB {run['rss_phases_mb']}{ratio}")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     return result

@@ -54,7 +54,8 @@ VARIANTS = {
 
 
 def run_sft_steps(records: list[dict], steps: int, *, dtype: str | None = None, lora_dropout: float | None = None,
-                  overrides: dict | str | None = None, trainer: str = "ours", allocator: str = "ours") -> dict:
+                  overrides: dict | str | None = None, trainer: str = "ours", allocator: str = "ours",
+                  threads: int | None = None) -> dict:
     """``steps`` + 1 optimizer steps of train_sft's trainer; figures for all but the first. ``dtype``
     replaces the hardware's precision, ``overrides`` replaces fields of train_sft's SFTConfig."""
     from datasets import Dataset
@@ -72,6 +73,8 @@ def run_sft_steps(records: list[dict], steps: int, *, dtype: str | None = None, 
     if allocator == "ours":
         return_freed_memory_to_the_os()
     params = load_params()
+    if threads:
+        params = params.model_copy(update={"model": params.model.model_copy(update={"threads": threads})})
     sft = params.sft.model_copy(update={"max_steps": steps + 1, "logging_steps": 1})
     lora = sft.lora if lora_dropout is None else sft.lora.model_copy(update={"dropout": lora_dropout})
     precision = precision_for(params.model)
@@ -81,14 +84,15 @@ def run_sft_steps(records: list[dict], steps: int, *, dtype: str | None = None, 
     examples = tokenize_records(tokenizer, records, sft.max_length)
     model = load_base_model("models/base", precision)
     n_params = sum(p.numel() for p in model.parameters())
-    step_times, step_tokens = [], []
+    step_times, step_cpu, step_tokens = [], [], []
 
     class Timer(TrainerCallback):
         def on_step_begin(self, *a, **k):
-            self.t = time.perf_counter()
+            self.t, self.cpu = time.perf_counter(), time.process_time()
 
         def on_step_end(self, *a, **k):
             step_times.append(time.perf_counter() - self.t)
+            step_cpu.append(time.process_time() - self.cpu)
 
     with ScratchDir() as scratch:
         args = sft_config(sft, precision, scratch, has_eval=False)
@@ -108,19 +112,22 @@ def run_sft_steps(records: list[dict], steps: int, *, dtype: str | None = None, 
     # Tokens per optimizer step: the micro-batches of a step add up.
     per_step = len(step_tokens) // len(step_times)
     tokens = sum(step_tokens[per_step:])
-    seconds = sum(step_times[1:])
+    seconds, cpu_s = sum(step_times[1:]), sum(step_cpu[1:])
     return {"trainer": trainer, "bf16": args.bf16, "gradient_checkpointing": args.activation_checkpointing,
             "sampler": args.train_sampling_strategy, "lora_dropout": lora.dropout,
             "micro_batch": args.per_device_train_batch_size, "accumulation": args.gradient_accumulation_steps,
             "steps": len(step_times) - 1, "seconds": round(seconds, 2), "tokens": tokens,
-            "tokens_per_s": round(tokens / seconds, 1), "gflops": round(4 * n_params * tokens / seconds / 1e9, 1),
+            "tokens_per_s": round(tokens / seconds, 1), "cpu_s": round(cpu_s, 1),
+            "tokens_per_cpu_s": round(tokens / cpu_s, 2), "threads": torch.get_num_threads(), "gflops": round(4 * n_params * tokens / seconds / 1e9, 1),
             "params": n_params, "peak_rss_mb": round(peak_rss_mb(), 1)}
 
 
-def run_in_child(name: str, steps: int, dtype: str | None) -> dict:
+def run_in_child(name: str, steps: int, dtype: str | None, threads: int | None) -> dict:
     cmd = [sys.executable, "-m", "benchmarks.training", "--child", name, "--steps", str(steps)]
     if dtype:
         cmd += ["--dtype", dtype]
+    if threads:
+        cmd += ["--threads", str(threads)]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -131,6 +138,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeat", type=int, default=2, help="rounds of all variants; the best of each is kept")
     parser.add_argument("--variants", default="ours;before", help=f"separated by ';', of: {'; '.join(VARIANTS)}")
     parser.add_argument("--dtype", default=None, help="float32 for every variant (the path of a host without bf16)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: model.threads)")
     parser.add_argument("--json")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -139,6 +147,7 @@ def main(argv: list[str] | None = None) -> dict:
         variant = dict(VARIANTS[args.child])
         if args.dtype:
             variant["dtype"] = args.dtype
+        variant["threads"] = args.threads
         print(json.dumps(run_sft_steps(records, args.steps, **variant)))
         return {}
 
@@ -151,21 +160,24 @@ def main(argv: list[str] | None = None) -> dict:
     all_runs: dict[str, list[dict]] = {name: [] for name in names}
     for _ in range(args.repeat):  # rounds of every variant, so a burst of other work hits them alike
         for name in names:
-            all_runs[name].append(run_in_child(name, args.steps, args.dtype))
+            all_runs[name].append(run_in_child(name, args.steps, args.dtype, args.threads))
     # Other work on this shared machine only ever lowers a figure: keep each one's best reading.
     roofline = max(roofline_start, matmul_gflops(torch.float32, size=2048))
-    runs = {name: max(found, key=lambda r: r["tokens_per_s"]) for name, found in all_runs.items()}
+    runs = {name: max(found, key=lambda r: r["tokens_per_cpu_s"]) for name, found in all_runs.items()}
     ours = runs.get("ours") or next(iter(runs.values()))
     result = {"host": host, "host_after": host_kind()["load_average"], "fp32_matmul_gflops": round(roofline, 1),
-              "runs": runs, "all_runs": {n: [(r["tokens_per_s"], r["peak_rss_mb"]) for r in f] for n, f in all_runs.items()},
+              "runs": runs, "all_runs": {n: [(r["tokens_per_s"], r["tokens_per_cpu_s"], r["peak_rss_mb"]) for r in f]
+                                         for n, f in all_runs.items()},
               "roofline_fraction": round(ours["gflops"] / roofline, 3)}
     print(f"host: {describe(host)}")
     print(f"fp32 matmul roofline: {roofline:.0f} GFLOP/s")
     for name, run in runs.items():
-        ratio = "" if run is ours else f"; ours is {ours['tokens_per_s'] / run['tokens_per_s']:.2f}x this"
+        ratio = "" if run is ours else (f"; ours is {ours['tokens_per_s'] / run['tokens_per_s']:.2f}x this (wall), "
+                                        f"{ours['tokens_per_cpu_s'] / run['tokens_per_cpu_s']:.2f}x (CPU time)")
         print(f"SFT {name:<18} ({run['trainer']} trainer, bf16={run['bf16']}, checkpointing={run['gradient_checkpointing']}, "
               f"sampler={run['sampler']}, dropout={run['lora_dropout']}, micro-batch {run['micro_batch']} x "
-              f"{run['accumulation']}): {run['tokens_per_s']} tokens/s = {run['gflops']} GFLOP/s "
+              f"{run['accumulation']}, {run['threads']} threads): {run['tokens_per_s']} tokens/s = {run['gflops']} GFLOP/s, "
+              f"{run['tokens_per_cpu_s']} per CPU-second "
               f"({run['gflops'] / roofline:.0%} of fp32 roofline), peak RSS {run['peak_rss_mb']:.0f} MB{ratio}")
     if args.json:
         with open(args.json, "w") as fh:
