@@ -60,3 +60,31 @@ def describe(host: dict) -> str:
     return (f"{host['cpu']} (family {host['family']}, model {host['model']}; {host['kind']}); {flags}; "
             f"auto dtype {host['auto_dtype']}; {host['torch_threads']} threads of {host['usable_cpus']} CPUs; "
             f"torch {host['torch']}; allocator {host['allocator']}; load {host['load_average']}")
+
+
+def gemm_gflops(rows: int = 256, seconds: float = 0.5) -> dict[str, float]:
+    """GFLOP/s of the model's commonest product (rows x 576 by 576 x 1536) three ways: fp32 as torch runs it
+    (MKL's BLAS), fp32 through oneDNN (what torch does only for oneDNN tensors), and bf16 (oneDNN). MKL picks
+    its code path by CPU vendor: on the Zen 5 host it ran at half oneDNN's fp32 rate (BENCHMARKS.md)."""
+    import time
+
+    import torch
+    import torch.nn.functional as F
+    from torch.utils import mkldnn as mkldnn_utils
+
+    def rate(fn) -> float:
+        fn()
+        runs, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            fn()
+            runs += 1
+        return 2 * rows * 576 * 1536 * runs / (time.perf_counter() - start) / 1e9
+
+    weight, x = torch.randn(1536, 576), torch.randn(rows, 576)
+    onednn_layer = mkldnn_utils.to_mkldnn(torch.nn.Linear(576, 1536, bias=False).eval())
+    onednn_x = x.to_mkldnn()
+    weight_bf16, x_bf16 = weight.to(torch.bfloat16), x.to(torch.bfloat16)
+    with torch.no_grad():
+        return {"fp32 (MKL, torch's default)": round(rate(lambda: F.linear(x, weight)), 1),
+                "fp32 (oneDNN)": round(rate(lambda: onednn_layer(onednn_x)), 1),
+                "bf16 (oneDNN)": round(rate(lambda: F.linear(x_bf16, weight_bf16)), 1)}

@@ -2,8 +2,8 @@
 
 Each figure is a ratio against a baseline measured in the same run, on this machine, and carries the host's
 kind (CPU family and the flags that choose the fast paths, benchmarks.host):
-- generation: stages.lib.generation now against the slot decoder before issue 11, on the eval, SFT and
-  issue 10's longer SFT workloads (benchmarks.generation);
+- generation: stages.lib.generation now against the slot decoder before issue 11, on the eval, SFT,
+  build_prefs and issue 10's longer SFT workloads (benchmarks.generation);
 - SFT training: train_sft's configuration against the one before issue 11, with peak memory (benchmarks.training);
 - DPO training: train_dpo's configuration against the one before issue 11, with peak memory (benchmarks.dpo);
 - evaluation: each evaluate stage's peak resident memory against the model's fp32 weights, and that peak
@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from benchmarks import dpo, generation, training
-from benchmarks.host import describe, host_kind
+from benchmarks.host import describe, gemm_gflops, host_kind
 
 RESULTS = Path("benchmarks/results.json")
 
@@ -74,8 +74,11 @@ def main() -> None:
 
     host = host_kind()
     kind = f"{host['kind']}, {args.dtype or host['auto_dtype']}"
+    gemm = gemm_gflops()
     dvc = [str(Path(sys.executable).parent / "dvc")]
     gen = generation.main(["--workloads", "eval,sft,sft-long", "--n", "48", "--repeat", "2", *dtype])
+    prefs = generation.main(["--workloads", "prefs", "--n", "48", "--repeat", "2", "--adapter", "models/sft", *dtype])
+    gen["workloads"] |= prefs["workloads"]
     sft = training.main(["--repeat", "2", *dtype])
     pref = dpo.main(["--pairs", "48", "--repeat", "2", *dtype])
     memory = eval_memory()
@@ -88,12 +91,14 @@ def main() -> None:
         rows.append((f"generation, {name} ({w['prompts']} prompts x {w['samples_per_prompt']}, "
                      f"~{w['mean_prompt_tokens']:.0f}-token prompts)",
                      f"{ours['tokens_per_s']:.0f} vs {before['tokens_per_s']:.0f} tokens/s",
-                     f"{ours['tokens_per_s'] / before['tokens_per_s']:.2f}x", "ours vs before issue 11"))
+                     f"{ours['tokens_per_s'] / before['tokens_per_s']:.2f}x",
+                     f"{ours['tokens_per_cpu_s'] / before['tokens_per_cpu_s']:.2f}x per CPU-second; ours vs before"))
     for label, result in (("SFT", sft), ("DPO", pref)):
         ours, before = result["runs"]["ours"], result["runs"]["before"]
         rows.append((f"{label} training, ours vs before issue 11",
                      f"{ours['tokens_per_s']:.0f} vs {before['tokens_per_s']:.0f} tokens/s",
                      f"{ours['tokens_per_s'] / before['tokens_per_s']:.2f}x",
+                     f"{ours['tokens_per_cpu_s'] / before['tokens_per_cpu_s']:.2f}x per CPU-second; "
                      f"peak RSS {ours['peak_rss_mb']:.0f} vs {before['peak_rss_mb']:.0f} MB"))
     for model, m in memory.items():
         rows.append((f"evaluate@{model} peak memory (last stage run)", f"{m['peak_rss_mb']:.0f} MB vs "
@@ -103,10 +108,12 @@ def main() -> None:
                  f"full repro {full / 60:.1f} min" if full else "run with --full-repro"))
 
     print(f"\nhost: {describe(host)}")
+    print(f"256 x 576 by 576 x 1536 product, GFLOP/s: {gemm}")
     width = max(len(r[0]) for r in rows)
     for name, figure, ratio, note in rows:
         print(f"{name:<{width}}  {figure:<28} {ratio:<8} {note}  [{kind}]")
-    args.out.write_text(json.dumps({"host": host, "dtype": args.dtype or host["auto_dtype"], "generation": gen,
+    args.out.write_text(json.dumps({"host": host, "dtype": args.dtype or host["auto_dtype"], "gemm_gflops": gemm,
+                                    "generation": gen,
                                     "sft": sft, "dpo": pref, "eval_memory": memory, "noop_repro_s": noop,
                                     "full_repro_s": full}, indent=2) + "\n")
 
