@@ -17,9 +17,7 @@ from stages.lib.model_session import BASE_DIR, precision_for
 from stages.lib.params import load_params
 from stages.lib.records import PreferencePair, read_jsonl
 from stages.lib.runinfo import measured
-from stages.lib.training import (
-    ScratchDir, dvclive_callback, is_main_process, return_freed_memory_to_the_os, save_adapter, summarize_training,
-)
+from stages.lib.training import ScratchDir, dvclive_callback, is_main_process, save_adapter, summarize_training
 
 DATA = Path("data/prefs/pairs.jsonl")
 OUT = Path("models/dpo")
@@ -46,7 +44,6 @@ def main() -> None:
 
     from stages.lib.trainers import LeanDPOTrainer
 
-    return_freed_memory_to_the_os()
     params = load_params()
     pairs = [{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected} for p in read_jsonl(DATA, PreferencePair)]
     precision = precision_for(params.model)

@@ -19,8 +19,7 @@ from stages.lib.records import SftExample, dump, read_jsonl
 from stages.lib.runinfo import measured
 from stages.lib.sft_tokenize import tokenize_records
 from stages.lib.training import (
-    ScratchDir, dvclive_callback, is_main_process, lora_config, return_freed_memory_to_the_os, save_adapter,
-    sft_config, summarize_training,
+    ScratchDir, dvclive_callback, is_main_process, lora_config, save_adapter, sft_config, summarize_training,
 )
 
 DATA = Path("data/sft/train.jsonl")
@@ -43,7 +42,6 @@ def main() -> None:
 
     from stages.lib.trainers import LeanSFTTrainer
 
-    return_freed_memory_to_the_os()
     params = load_params()
     sft = params.sft
     records = dump(read_jsonl(DATA, SftExample))

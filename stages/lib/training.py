@@ -109,23 +109,6 @@ def save_adapter(model, directory: Path) -> None:
     model.save_pretrained(directory, safe_serialization=True)
 
 
-def return_freed_memory_to_the_os() -> None:
-    """Allocate tensors of 128 KiB and more straight from the OS, and give them back when freed.
-
-    glibc's malloc raises its threshold for that as large blocks are freed, so training's activations and
-    temporaries end up in its heap, where freed memory stays resident: measured on a DPO step of the default
-    model, the process held 4.1 GB above the model after the forward pass with 2.3 GB of live activations, and
-    2.5 GB with the threshold fixed (BENCHMARKS.md). No-op where the C library is not glibc."""
-    import ctypes
-    import ctypes.util
-
-    M_MMAP_THRESHOLD = -3
-    try:
-        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt(M_MMAP_THRESHOLD, 128 * 1024)
-    except (OSError, AttributeError):
-        pass
-
-
 class ScratchDir:
     """A private folder for the trainer's own files; removed whatever happens."""
 
