@@ -16,7 +16,8 @@ the stages build them:
 Variants, run in one process on one loaded model, in interleaved rounds (each keeps its best round):
 
 - ours: ``stages.lib.generation.generate``;
-- before: the same function from the commit before issue 11 (BASELINE_COMMIT), read with ``git show``;
+- before: the same function from the commit before issue 11 (BASELINE_COMMIT), read with ``git show``, with
+  that commit's batch sizes (BASELINE_BATCH);
 - "ours, batch B": ours with batch_size B (to choose the defaults);
 - "one at a time": a loop of single-sequence ``model.generate`` calls (the original research code's way).
 
@@ -44,6 +45,7 @@ import torch
 from benchmarks.host import describe, host_kind
 
 BASELINE_COMMIT = "d669c26"  # the slot decoder as it was when issue 11 was filed
+BASELINE_BATCH = {"eval": 16, "prefs": 16}  # eval.batch_size and prefs.batch_size then (64 since)
 
 
 def cpu_model() -> str:
@@ -160,7 +162,9 @@ def main(argv: list[str] | None = None) -> dict:
     variants = [v.strip() for v in args.variants.split(";") if v.strip()]
     host = host_kind()
 
-    def run(variant: str, prompts, settings, stops, k) -> tuple[int, float, float]:
+    def run(variant: str, name: str, prompts, settings, stops, k) -> tuple[int, float, float]:
+        if variant == "before" and name in BASELINE_BATCH:
+            settings = replace(settings, batch_size=BASELINE_BATCH[name])
         start, cpu = time.perf_counter(), time.process_time()
         if variant == "one at a time":
             tokens = sum(sum(c) for c in one_at_a_time(model, tokenizer, prompts, settings, stops, k))
@@ -174,15 +178,15 @@ def main(argv: list[str] | None = None) -> dict:
         return tokens, time.perf_counter() - start, time.process_time() - cpu
 
     loads = {name: workload(name, args.n, params) for name in args.workloads.split(",")}
-    for prompts, settings, stops, k in loads.values():  # warm-up: kernel choice and first allocations
+    for name, (prompts, settings, stops, k) in loads.items():  # warm-up: kernel choice and first allocations
         for variant in variants:
             if variant != "one at a time":
-                run(variant, prompts[:2], replace(settings, max_new_tokens=4), stops, k)
+                run(variant, name, prompts[:2], replace(settings, max_new_tokens=4), stops, k)
     all_runs: dict[str, dict[str, list]] = {w: {v: [] for v in variants} for w in loads}
     for _ in range(args.repeat):
         for name, (prompts, settings, stops, k) in loads.items():
             for variant in variants:
-                all_runs[name][variant].append(run(variant, prompts, settings, stops, k))
+                all_runs[name][variant].append(run(variant, name, prompts, settings, stops, k))
     figures = {"host": host, "host_after": host_kind()["load_average"], "dtype": precision.dtype,
                "threads": torch.get_num_threads(), "adapter": args.adapter, "merged": args.merge, "workloads": {}}
     print(f"host: {describe(host)}; generation in {precision.dtype} with {torch.get_num_threads()} threads"

@@ -275,10 +275,10 @@ def test_decode_attention_matches_sdpa_for_one_new_token(dtype, tolerance):
     assert (ours.float() - reference.float()).abs().max() < tolerance
 
 
-def test_decode_attention_is_used_while_generating_and_restored_after(tiny, monkeypatch):
+def test_decode_attention_is_used_in_bf16_and_restored_after(tiny, monkeypatch):
     import stages.lib.generation as generation
 
-    model, tokenizer, _ = tiny
+    _, tokenizer, base = tiny
     query_lengths = []
 
     def spy(module, query, *args, **kwargs):
@@ -286,9 +286,29 @@ def test_decode_attention_is_used_while_generating_and_restored_after(tiny, monk
         return decode_attention(module, query, *args, **kwargs)
 
     monkeypatch.setattr(generation, "decode_attention", spy)
-    generate(model, tokenizer, _prompts(tokenizer)[:3], GenerationSettings(max_new_tokens=6, batch_size=2))
+    prompts = _prompts(tokenizer)[:3]
+    settings = GenerationSettings(max_new_tokens=6, batch_size=2)
+    fp32 = load_model(base, FP32)
+    generate(fp32, tokenizer, prompts, settings)
+    assert query_lengths == []  # fp32 keeps torch's kernel
+    bf16 = load_model(base, resolve_precision("bfloat16"))
+    out = generate(bf16, tokenizer, prompts, settings)
     assert 1 in query_lengths and max(query_lengths) > 1  # decoding steps and prompts both went through it
-    assert model.config._attn_implementation == "sdpa" != DECODE_ATTENTION
+    assert bf16.config._attn_implementation == "sdpa" != DECODE_ATTENTION
+    assert all(s[0].n_tokens == 6 for s in out)
+
+
+def test_slot_decoder_with_decode_attention_matches_hf_generate(chaotic, monkeypatch):
+    """The whole-buffer cache and decode_attention, forced on in fp32, give Hugging Face's tokens."""
+    import stages.lib.generation as generation
+
+    monkeypatch.setattr(generation, "DECODE_ATTENTION_DTYPES", (torch.float32,))
+    model, tokenizer = chaotic
+    prompts = _prompts(tokenizer)
+    settings = GenerationSettings(max_new_tokens=16, temperature=0.0, repetition_penalty=1.3, batch_size=3)
+    stops = ["o", "y", "\nQ:"]
+    ours = generate(model, tokenizer, prompts, settings, stop_strings=stops)
+    assert ours == [generate_with_hf(model, tokenizer, [p], settings, stop_strings=stops)[0] for p in prompts]
 
 
 def test_generate_edge_cases(tiny):

@@ -5,8 +5,8 @@ row that finishes (end of sequence, a stop string, or the token limit) frees its
 prompt, instead of idling until the slowest row of a fixed batch reaches max_new_tokens. Each prompt is
 prefilled once and its key/value states copied into its ``num_samples`` slots. The KV cache is preallocated
 (one buffer per layer, each row left-aligned at its own length), so a step writes one column per row instead
-of concatenating the whole cache, and a step's attention (``decode_attention``, on a CPU) reads the whole
-buffer in two batched products instead of torch's fused kernel. Prompts are admitted in token order and a
+of concatenating the whole cache, and in bf16 on a CPU a step's attention (``decode_attention``) reads the
+whole buffer in two batched products instead of torch's fused kernel. Prompts are admitted in token order and a
 prefix shared by neighbouring prompts (few-shot examples) is computed once and reused.
 
 Sampling is per row: every (prompt, sample) has its own random generator, seeded from the generation seed,
@@ -211,7 +211,8 @@ def _slot_cache_classes():
     class SlotLayer(DynamicLayer):
         """One layer's keys and values for every slot: [slots, kv_heads, capacity, head_dim], each row
         left-aligned, so a token's column is its position. ``update`` writes one new column per row and hands
-        attention the whole buffer: a slice of it would be copied by every product that reads it."""
+        attention the columns up to the longest row, or the whole buffer for ``decode_attention`` (whose
+        products would copy a slice of it)."""
 
         def __init__(self, owner):
             super().__init__()
@@ -233,18 +234,20 @@ def _slot_cache_classes():
             dim = key_states.shape[-1]
             self.key_buf.view(-1, dim).index_copy_(0, o.flat_index, key_states.reshape(-1, dim))
             self.value_buf.view(-1, dim).index_copy_(0, o.flat_index, value_states.reshape(-1, dim))
-            self.keys, self.values = self.key_buf, self.value_buf
+            self.keys, self.values = self.key_buf[:, :, : o.columns], self.value_buf[:, :, : o.columns]
             return self.keys, self.values
 
         def get_seq_length(self) -> int:
-            return self.key_buf.shape[2] - 1  # columns before the new token, as the mask builder expects
+            return self.owner.columns - 1  # columns before the new token, as the mask builder expects
 
         def select_rows(self, index: torch.Tensor) -> None:
             self.key_buf, self.value_buf = self.key_buf[index], self.value_buf[index]
 
     class SlotCache(Cache):
-        def __init__(self, n_layers: int):
+        def __init__(self, n_layers: int, whole_buffer: bool):
             self.flat_index = None
+            self.whole_buffer = whole_buffer
+            self.columns = 1  # the columns attention reads this step
             super().__init__(layers=[SlotLayer(self) for _ in range(n_layers)])
 
         def prepare_step(self, positions: torch.Tensor) -> None:
@@ -254,6 +257,7 @@ def _slot_cache_classes():
             rows = torch.arange(slots, device=buf.device).unsqueeze(1) * heads
             heads = torch.arange(heads, device=buf.device).unsqueeze(0)
             self.flat_index = ((rows + heads) * capacity + positions.to(buf.device).unsqueeze(1)).reshape(-1)
+            self.columns = capacity if self.whole_buffer else int(positions.max()) + 1
 
     return SlotCache
 
@@ -261,6 +265,7 @@ def _slot_cache_classes():
 # --- attention for one new token a row ------------------------------------------------------------------------
 
 DECODE_ATTENTION = "slot_decode"
+DECODE_ATTENTION_DTYPES = (torch.bfloat16, torch.float16)  # in fp32 torch's fused kernel was as fast
 
 
 def decode_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
@@ -298,7 +303,8 @@ def _register_decode_attention() -> None:
 
 
 class _DecodeAttention:
-    """Within the block, a CPU model running sdpa or eager attention uses ``decode_attention``; restored after."""
+    """Within the block, a bf16 or fp16 model on a CPU running sdpa or eager attention uses ``decode_attention``;
+    restored after. In fp32 torch's kernel was as fast (BENCHMARKS.md), so fp32 models keep it."""
 
     def __init__(self, model):
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -306,11 +312,13 @@ class _DecodeAttention:
         self.before = getattr(getattr(base, "config", None), "_attn_implementation", None)
 
     def __enter__(self):
-        if self.model is not None and self.model.device.type == "cpu" and self.before in ("sdpa", "eager"):
+        half = self.model is not None and self.model.dtype in DECODE_ATTENTION_DTYPES
+        if half and self.model.device.type == "cpu" and self.before in ("sdpa", "eager"):
             _register_decode_attention()
             self.model.set_attn_implementation(DECODE_ATTENTION)
         else:
             self.model = None
+        self.active = self.model is not None
         return self
 
     def __exit__(self, *exc):
@@ -359,7 +367,8 @@ class _SlotDecoder:
     def run(self, desc: str) -> list[list[Sample]]:
         self.bar = tqdm(total=len(self.prompts), desc=desc, unit="prompt")
         self.start = time.perf_counter()
-        with torch.inference_mode(), _DecodeAttention(self.model):
+        with torch.inference_mode(), _DecodeAttention(self.model) as attention:
+            self.whole_buffer = attention.active
             self._admit()
             while any(self.slots):
                 self._step()
@@ -378,7 +387,7 @@ class _SlotDecoder:
             prompt_index = self.pending.pop()
             layers, last_logits = self._prefill(prompt_index)
             if self.cache is None:
-                self.cache = _slot_cache_classes()(len(layers))
+                self.cache = _slot_cache_classes()(len(layers), self.whole_buffer)
                 for layer, (keys, _) in zip(self.cache.layers, layers):
                     layer.allocate(keys.unsqueeze(0), self.n_slots, self.capacity)
             n = len(self.encoded[prompt_index])
@@ -443,7 +452,7 @@ class _SlotDecoder:
         positions = self.lengths.clone()
         positions[[s for s, row in enumerate(self.slots) if row is None]] = 0  # idle slots write column 0
         self.cache.prepare_step(positions)
-        mask = torch.arange(self.capacity).unsqueeze(0) <= positions.unsqueeze(1)
+        mask = torch.arange(self.cache.columns).unsqueeze(0) <= positions.unsqueeze(1)
         out = self.model(input_ids=self.last.unsqueeze(1).to(self.device), attention_mask=mask.long().to(self.device),
                          position_ids=positions.unsqueeze(1).to(self.device), past_key_values=self.cache,
                          use_cache=True)

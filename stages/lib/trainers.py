@@ -11,6 +11,7 @@ batched by length. Losses, the reference precompute and the logged metrics are T
 """
 from __future__ import annotations
 
+from transformers import TrainerCallback
 from trl import DPOTrainer, SFTTrainer
 
 from .logprobs import install_label_logprob_head, supports_label_logprob_head
@@ -22,16 +23,41 @@ def _install_on(model, outputs: tuple[str, ...]) -> None:
         install_label_logprob_head(base, outputs)
 
 
+class ReturnFreedMemory(TrainerCallback):
+    """After each optimizer step and evaluation, hand the memory glibc's malloc holds free back to the OS.
+
+    glibc keeps freed activations in its heap, and batches of other shapes add to it step after step; trimming
+    once a step costs page faults for the next step's first touch only (fixing the mmap threshold instead,
+    which frees every large tensor at once, halved the training rate: BENCHMARKS.md)."""
+
+    def __init__(self):
+        import ctypes
+        import ctypes.util
+
+        try:
+            self.trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+        except (OSError, AttributeError):  # not glibc
+            self.trim = None
+
+    def _trim(self, *args, **kwargs):
+        if self.trim is not None:
+            self.trim(0)
+
+    on_step_end = on_evaluate = _trim
+
+
 class LeanSFTTrainer(SFTTrainer):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         _install_on(self.model, ("log_probs", "entropy", "is_top1"))  # what SFTTrainer's loss and logs read
+        self.add_callback(ReturnFreedMemory())
 
 
 class LeanDPOTrainer(DPOTrainer):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._install_label_head()
+        self.add_callback(ReturnFreedMemory())
 
     def _install_label_head(self) -> None:
         outputs = ("log_probs", "entropy", "mean_logits", "is_top1") + (("log_sum_sq_probs",) if self.use_weighting else ())
