@@ -1,8 +1,10 @@
 """Stage train_dpo: DPO with a LoRA adapter, from the SFT model (dpo.init=sft) or the base (dpo.init=base).
 
 Recipe: read the preference pairs; load a fresh base and merge the starting adapter into it if
-there is one; train a new LoRA adapter with TRL's DPOTrainer, the reference being the same weights
-with the adapter switched off; save the adapter with a manifest naming its init, curves, metrics.
+there is one; train a new LoRA adapter with TRL's DPOTrainer (stages.lib.trainers: its output layer
+scores only completion tokens), the reference being the same weights with the adapter switched off,
+its log-probabilities computed once per pair before training; save the adapter with a manifest naming
+its init, curves, metrics.
 """
 from __future__ import annotations
 
