@@ -41,7 +41,7 @@ VARIANTS = {
     # every large allocation faults its pages in afresh (measured: half the SFT rate)
     "ours, mmap threshold 128 KiB": {"env": {"MALLOC_MMAP_THRESHOLD_": "131072"}},
     "ours, micro-batch 8": MICRO_8,
-    "ours, micro-batch 2": {"per_device_train_batch_size": 2, "gradient_accumulation_steps": 4},
+    "ours, micro-batch 4": {"per_device_train_batch_size": 4, "gradient_accumulation_steps": 2},
 
     "ours, TRL's head": {"head": "trl"},
     "ours, reference every step": {"precompute_ref_log_probs": False},
