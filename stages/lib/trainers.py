@@ -24,7 +24,8 @@ def _install_on(model, outputs: tuple[str, ...]) -> None:
 
 
 class ReturnFreedMemory(TrainerCallback):
-    """After each optimizer step and evaluation, hand the memory glibc's malloc holds free back to the OS.
+    """When training starts (after DPO's reference precompute), after each optimizer step and after each
+    evaluation, hand the memory glibc's malloc holds free back to the OS.
 
     glibc keeps freed activations in its heap, and batches of other shapes add to it step after step; trimming
     once a step costs page faults for the next step's first touch only (fixing the mmap threshold instead,
@@ -43,7 +44,7 @@ class ReturnFreedMemory(TrainerCallback):
         if self.trim is not None:
             self.trim(0)
 
-    on_step_end = on_evaluate = _trim
+    on_train_begin = on_step_end = on_evaluate = _trim
 
 
 class LeanSFTTrainer(SFTTrainer):
