@@ -8,6 +8,7 @@ batched by length. Losses, the reference precompute and the logged metrics are T
 - ``train_sampling_strategy="group_by_length"``: transformers' length-grouped sampler reads a length column
   that TRL's DPO data path does not keep, so the lengths (prompt plus the longer completion, what the collator
   pads to) are taken from the tokenised pairs here.
+- ``ReturnFreedMemory``: glibc's free memory goes back to the OS between steps (both trainers).
 """
 from __future__ import annotations
 
