@@ -1,45 +1,55 @@
-"""Generation throughput: our batched path against one prompt at a time, on the real base model.
+"""Generation throughput: stages.lib.generation now against the slot decoder before issue 11, on the real model.
 
-    python -m benchmarks.generation [--n 120] [--baseline-n 12] [--batch-size B] [--json out.json]
+    python -m benchmarks.generation [--workloads eval,sft,sft-long] [--variants ours,before] [--n 48]
+                                    [--repeat 2] [--dtype float32] [--threads N] [--json out.json]
 
-Needs models/base (``dvc repro prepare_base``) and data/instructions/train.jsonl. Builds the first N
-few-shot prompts exactly as generate_sft does (params.yaml's generate section), then in one process:
+Needs models/base, data/instructions and data/fewshot.jsonl (models/sft for --adapter). Workloads, built as
+the stages build them:
 
-- batched: stages.lib.generation.generate (slot decoding, k samples per prompt, generate.batch_size);
-- one at a time: a plain loop of ``model.generate`` on a single sequence per call, as the original research
-  code did, with the same sampling settings and string stopping (criteria built once, so the baseline does
-  not pay their setup on every call) on the first --baseline-n of the same prompts;
-- fp32 and bf16 matrix-product throughput (GFLOP/s), to express each rate as a fraction of the roofline,
-  taking a forward pass as 2 x parameters FLOPs per token.
+- eval: evaluate's zero-shot prompts, greedy, eval.max_new_tokens, eval.batch_size (the first --n);
+- sft: generate_sft's few-shot prompts (generate.n_shots examples each), generate.k samples at
+  generate.temperature / top_p, generate.batch_size;
+- prefs: build_prefs' zero-shot prompts, prefs.n_samples samples each (with --adapter models/sft, as there);
+- sft-long: issue 10's coming SFT workload: 6 examples a prompt (about 470 tokens, examples drawn per
+  instruction so few prompts share a prefix), 4 samples each at temperature 0.8.
 
-Tokens are generated tokens, padding and end-of-sequence excluded. "Counting prompt tokens" adds each
-prompt's tokens once per prompt (batched) or once per sample (the loop re-reads the prompt for every sample):
-the useful work done per second, whatever shortcuts (shared few-shot prefixes) were taken.
+Variants, run in one process on one loaded model, in interleaved rounds (each keeps its best round):
 
-The machine is shared with other work at times, and two processes each running 2 OpenMP threads on 2 cores
-slow each other down by an order of magnitude: the load average before and after is printed, and a figure far
-off a previous run is worth repeating when the machine is quiet.
+- ours: ``stages.lib.generation.generate``;
+- before: the same function from the commit before issue 11 (BASELINE_COMMIT), read with ``git show``, with
+  that commit's batch sizes (BASELINE_BATCH);
+- "ours, batch B": ours with batch_size B (to choose the defaults);
+- "one at a time": a loop of single-sequence ``model.generate`` calls (the original research code's way).
+
+Tokens are generated tokens (end-of-sequence and padding excluded). Besides wall-clock tokens/s, tokens per
+CPU-second (this process's user + system time) are printed: on a machine shared with other work a process's
+wall time stretches while its CPU time stays close to the work done (with 1 thread; with 2, one thread's
+waiting for the other at a barrier counts too).
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
+import subprocess
+import sys
+import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
+from benchmarks.host import describe, host_kind
+
+BASELINE_COMMIT = "d669c26"  # the slot decoder as it was when issue 11 was filed
+BASELINE_BATCH = {"eval": 16, "prefs": 16}  # eval.batch_size and prefs.batch_size then (64 since)
+
 
 def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+    return host_kind()["cpu"] if Path("/proc/cpuinfo").exists() else platform.processor() or "unknown"
 
 
 def matmul_gflops(dtype: torch.dtype, size: int = 1024, seconds: float = 1.0) -> float:
@@ -55,8 +65,21 @@ def matmul_gflops(dtype: torch.dtype, size: int = 1024, seconds: float = 1.0) ->
     return 2 * size**3 * runs / (time.perf_counter() - start) / 1e9
 
 
-def one_at_a_time(model, tokenizer, prompts, settings, stop_strings, num_samples) -> tuple[int, float]:
-    """(generated tokens, seconds) for a loop of single-sequence ``model.generate`` calls."""
+def baseline_generation_module():
+    """stages/lib/generation.py as of BASELINE_COMMIT, imported under another name."""
+    source = subprocess.run(["git", "show", f"{BASELINE_COMMIT}:stages/lib/generation.py"], check=True,
+                            capture_output=True, text=True).stdout
+    path = Path(tempfile.mkdtemp(prefix="gen-baseline-")) / "generation_before.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location("generation_before", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def one_at_a_time(model, tokenizer, prompts, settings, stop_strings, num_samples, desc=""):
+    """A loop of single-sequence ``model.generate`` calls; returns (token counts per sample, as lists)."""
     from transformers import StoppingCriteriaList
     from transformers.generation.stopping_criteria import StopStringCriteria
 
@@ -68,121 +91,129 @@ def one_at_a_time(model, tokenizer, prompts, settings, stop_strings, num_samples
     kwargs.update(dict(temperature=settings.temperature, top_p=settings.top_p, top_k=0) if sampling
                   else dict(temperature=None, top_p=None, top_k=None))
     torch.manual_seed(settings.seed)
-    tokens, start = 0, time.perf_counter()
+    out = []
     with torch.inference_mode():
         for prompt in prompts:
             ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"].to(model.device)
+            counts = []
             for _ in range(num_samples):
                 new = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **kwargs)[0, ids.shape[1]:]
                 new = new.tolist()
-                if tokenizer.eos_token_id in new:
-                    new = new[: new.index(tokenizer.eos_token_id)]
-                tokens += len(new)
-    return tokens, time.perf_counter() - start
+                counts.append(new.index(tokenizer.eos_token_id) if tokenizer.eos_token_id in new else len(new))
+            out.append(counts)
+    return out
+
+
+def workload(name: str, n: int, params):
+    """(prompts, settings, stop strings, samples per prompt) as the stage that runs ``name`` builds them."""
+    from stages.generate_sft import FEWSHOT, TRAIN, build_prompts
+    from stages.lib.generation import GenerationSettings
+    from stages.lib.prompts import Shot, stop_strings, zero_shot_prompt
+    from stages.lib.records import FewShotExample, Instruction, read_jsonl
+
+    gen = params.generate
+    stops = stop_strings(gen.delimiter)
+    if name == "eval":
+        prompts = [zero_shot_prompt(p.prompt) for p in read_jsonl(params.eval.prompts, Instruction)[:n]]
+        return prompts, GenerationSettings(params.eval.max_new_tokens, batch_size=params.eval.batch_size), stops, 1
+    shots = [Shot(s.instruction, s.response) for s in read_jsonl(FEWSHOT, FewShotExample)]
+    instructions = read_jsonl(TRAIN, Instruction)[:n]
+    settings = GenerationSettings(gen.max_new_tokens, gen.temperature, gen.top_p, gen.repetition_penalty,
+                                  gen.batch_size, gen.seed)
+    if name == "sft":
+        return build_prompts(instructions, shots, gen.n_shots, gen.delimiter, gen.seed), settings, stops, gen.k
+    if name == "prefs":  # build_prefs: zero-shot prompts, several samples each (run it with --adapter models/sft)
+        prefs = params.prefs
+        prompts = [zero_shot_prompt(i.prompt) for i in instructions]
+        return prompts, GenerationSettings(prefs.max_new_tokens, prefs.temperature, prefs.top_p, 1.0,
+                                           prefs.batch_size, prefs.seed), stops, prefs.n_samples
+    if name == "sft-long":
+        return (build_prompts(instructions, shots, 6, gen.delimiter, gen.seed), replace(settings, temperature=0.8),
+                stops, 4)
+    raise ValueError(f"unknown workload {name!r}")
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int, default=120, help="prompts for the batched path (the first N of generate_sft's)")
-    parser.add_argument("--baseline-n", type=int, default=12, help="of those, how many the one-at-a-time loop runs")
-    parser.add_argument("--batch-size", type=int, default=None, help="override generate.batch_size")
-    parser.add_argument("--repeat", type=int, default=1, help="interleaved runs of both paths; the best of each is kept")
-    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument("--workloads", default="eval,sft,sft-long")
+    parser.add_argument("--variants", default="ours;before",
+                        help="separated by ';': ours, before, 'ours, batch B', 'one at a time'")
+    parser.add_argument("--n", type=int, default=48, help="prompts per workload (the first N)")
+    parser.add_argument("--repeat", type=int, default=2, help="interleaved rounds; each variant keeps its best")
+    parser.add_argument("--dtype", default=None, help="float32: the path of a host without native bf16")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: model.threads)")
+    parser.add_argument("--adapter", default=None, help="a LoRA adapter on the base, as evaluate@sft loads it")
+    parser.add_argument("--merge", action="store_true", help="merge the adapter into the weights first")
+    parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
 
-    from stages.generate_sft import FEWSHOT, TRAIN, build_prompts
-    from stages.lib.generation import GenerationSettings, generate
+    from stages.lib import generation
     from stages.lib.model_session import open_model, precision_for
     from stages.lib.params import load_params
-    from stages.lib.prompts import Shot, stop_strings
-    from stages.lib.records import FewShotExample, Instruction, read_jsonl
 
-    load_before = [round(x, 2) for x in os.getloadavg()]
     params = load_params()
-    gen = params.generate
-    instructions = read_jsonl(TRAIN, Instruction)[: args.n]
-    shots = [Shot(s.instruction, s.response) for s in read_jsonl(FEWSHOT, FewShotExample)]
-    prompts = build_prompts(instructions, shots, gen.n_shots, gen.delimiter, gen.seed)
-    precision = precision_for(params.model)
-    model, tokenizer, precision = open_model(params.model, precision=precision)
-    settings = GenerationSettings(gen.max_new_tokens, gen.temperature, gen.top_p, gen.repetition_penalty,
-                                  args.batch_size or gen.batch_size, gen.seed)
-    stops = stop_strings(gen.delimiter)
-    n_params = sum(p.numel() for p in model.parameters())
-    prompt_tokens = [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
+    model_params = params.model.model_copy(update={k: v for k, v in (("dtype", args.dtype), ("threads", args.threads))
+                                                   if v is not None})
+    precision = precision_for(model_params)
+    model, tokenizer, precision = open_model(model_params, [args.adapter] if args.adapter else [], precision=precision)
+    if args.merge and args.adapter:
+        model = model.merge_and_unload()
+    before = baseline_generation_module()
+    variants = [v.strip() for v in args.variants.split(";") if v.strip()]
+    host = host_kind()
 
-    # Warm up both paths (kernel selection, first-call allocations) on a short prompt.
-    warm = GenerationSettings(4, gen.temperature, gen.top_p, gen.repetition_penalty, 2, gen.seed)
-    generate(model, tokenizer, prompts[:1], warm, stop_strings=stops, desc="warm-up")
-    one_at_a_time(model, tokenizer, prompts[:1], warm, stops, 1)
+    def run(variant: str, name: str, prompts, settings, stops, k) -> tuple[int, float, float]:
+        if variant == "before" and name in BASELINE_BATCH:
+            settings = replace(settings, batch_size=BASELINE_BATCH[name])
+        start, cpu = time.perf_counter(), time.process_time()
+        if variant == "one at a time":
+            tokens = sum(sum(c) for c in one_at_a_time(model, tokenizer, prompts, settings, stops, k))
+        else:
+            module = before if variant == "before" else generation
+            if variant.startswith("ours, batch "):
+                settings = replace(settings, batch_size=int(variant.rsplit(" ", 1)[1]))
+            samples = module.generate(model, tokenizer, prompts, settings, stop_strings=stops, num_samples=k,
+                                      desc=variant)
+            tokens = sum(s.n_tokens for per in samples for s in per)
+        return tokens, time.perf_counter() - start, time.process_time() - cpu
 
-    def peaks_now() -> dict[str, float]:
-        return {"float32": matmul_gflops(torch.float32), "bfloat16": matmul_gflops(torch.bfloat16)}
-
-    peaks_start = peaks_now()
-    base_prompts = prompts[: args.baseline_n]
-    batched_runs, single_runs = [], []
-    for _ in range(args.repeat):  # interleaved, so a burst of other work hits both paths alike
-        start = time.perf_counter()
-        samples = generate(model, tokenizer, prompts, settings, stop_strings=stops, num_samples=gen.k, desc="batched")
-        batched_runs.append((sum(s.n_tokens for per_prompt in samples for s in per_prompt), time.perf_counter() - start))
-        single_runs.append(one_at_a_time(model, tokenizer, base_prompts, settings, stops, gen.k))
-    peaks_end = peaks_now()
-    # Other work on the machine only ever lowers a figure: keep the best of each.
-    peaks = {k: max(peaks_start[k], peaks_end[k]) for k in peaks_start}
-    batched_tokens, batched_s = max(batched_runs, key=lambda r: r[0] / r[1])
-    single_tokens, single_s = max(single_runs, key=lambda r: r[0] / r[1])
-    peak = peaks.get(precision.dtype, peaks["float32"])
-    flops_per_token = 2 * n_params
-
-    def fraction(tokens_per_s: float) -> float:
-        return tokens_per_s * flops_per_token / (peak * 1e9)
-
-    batched_rate, single_rate = batched_tokens / batched_s, single_tokens / single_s
-    # Work actually done per second, prompts included: the batched path prefills each prompt once for its
-    # k samples, the loop once per sample.
-    batched_all = (batched_tokens + sum(prompt_tokens)) / batched_s
-    single_all = (single_tokens + gen.k * sum(prompt_tokens[: args.baseline_n])) / single_s
-    figures = {
-        "machine": {
-            "cpu": cpu_model(), "logical_cpus": os.cpu_count(), "usable_cpus": len(os.sched_getaffinity(0)),
-            "torch_threads": torch.get_num_threads(), "device": precision.device, "dtype": precision.dtype,
-            "torch": torch.__version__, "load_average_before": load_before,
-            "load_average_after": [round(x, 2) for x in os.getloadavg()],
-        },
-        "model": {"parameters": n_params, "gflop_per_token": round(flops_per_token / 1e9, 3)},
-        "workload": {
-            "prompts_batched": len(prompts), "prompts_one_at_a_time": len(base_prompts), "k": gen.k,
-            "max_new_tokens": gen.max_new_tokens, "batch_size": settings.batch_size,
-            "temperature": gen.temperature, "mean_prompt_tokens": round(sum(prompt_tokens) / len(prompt_tokens), 1),
-        },
-        "matmul_gflops": {k: round(v, 1) for k, v in peaks.items()},
-        "all_runs_tokens_per_s": {"batched": [round(t / d, 1) for t, d in batched_runs],
-                                  "one_at_a_time": [round(t / d, 1) for t, d in single_runs]},
-        "batched": {"tokens": batched_tokens, "seconds": round(batched_s, 2), "tokens_per_s": round(batched_rate, 1),
-                    "roofline_fraction": round(fraction(batched_rate), 4),
-                    "roofline_fraction_with_prompts": round(fraction(batched_all), 4)},
-        "one_at_a_time": {"tokens": single_tokens, "seconds": round(single_s, 2), "tokens_per_s": round(single_rate, 1),
-                          "roofline_fraction": round(fraction(single_rate), 4),
-                          "roofline_fraction_with_prompts": round(fraction(single_all), 4)},
-        "speedup": round(batched_rate / single_rate, 2) if single_rate else None,
-    }
-    m, b, s = figures["machine"], figures["batched"], figures["one_at_a_time"]
-    print(f"machine: {m['cpu']}; {m['usable_cpus']} usable of {m['logical_cpus']} logical CPUs; "
-          f"torch {m['torch']} with {m['torch_threads']} threads; {m['device']} {m['dtype']}; "
-          f"load average before {m['load_average_before']}, after {m['load_average_after']}")
-    print(f"model: {n_params / 1e6:.1f}M parameters, {flops_per_token / 1e9:.2f} GFLOP per token; matmul peak "
-          f"fp32 {peaks['float32']:.0f} GFLOP/s, bf16 {peaks['bfloat16']:.0f} GFLOP/s (roofline uses {precision.dtype})")
-    print(f"workload: k={gen.k}, max_new_tokens={gen.max_new_tokens}, batch_size={settings.batch_size}, "
-          f"temperature={gen.temperature}, mean prompt {figures['workload']['mean_prompt_tokens']} tokens")
-    print(f"batched        : {b['tokens']:6d} tokens in {b['seconds']:7.1f} s = {b['tokens_per_s']:7.1f} tokens/s "
-          f"({b['roofline_fraction']:.1%} of roofline; {b['roofline_fraction_with_prompts']:.1%} counting prompt tokens) "
-          f"[{len(prompts)} prompts]")
-    print(f"one at a time  : {s['tokens']:6d} tokens in {s['seconds']:7.1f} s = {s['tokens_per_s']:7.1f} tokens/s "
-          f"({s['roofline_fraction']:.1%} of roofline; {s['roofline_fraction_with_prompts']:.1%} counting prompt tokens) "
-          f"[first {len(base_prompts)} prompts]")
-    print(f"speedup        : {figures['speedup']}x (best of {args.repeat}; all runs: "
-          f"{figures['all_runs_tokens_per_s']})")
+    loads = {name: workload(name, args.n, params) for name in args.workloads.split(",")}
+    for name, (prompts, settings, stops, k) in loads.items():  # warm-up: kernel choice and first allocations
+        for variant in variants:
+            if variant != "one at a time":
+                run(variant, name, prompts[:2], replace(settings, max_new_tokens=4), stops, k)
+    all_runs: dict[str, dict[str, list]] = {w: {v: [] for v in variants} for w in loads}
+    for _ in range(args.repeat):
+        for name, (prompts, settings, stops, k) in loads.items():
+            for variant in variants:
+                all_runs[name][variant].append(run(variant, name, prompts, settings, stops, k))
+    figures = {"host": host, "host_after": host_kind()["load_average"], "dtype": precision.dtype,
+               "threads": torch.get_num_threads(), "adapter": args.adapter, "merged": args.merge, "workloads": {}}
+    print(f"host: {describe(host)}; generation in {precision.dtype} with {torch.get_num_threads()} threads"
+          + (f"; adapter {args.adapter}{' merged' if args.merge else ''}" if args.adapter else ""))
+    for name, runs in all_runs.items():
+        prompts, settings, _, k = loads[name]
+        lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
+        best = {v: max(r, key=lambda x: x[0] / x[1]) for v, r in runs.items()}
+        best_cpu = {v: max(x[0] / x[2] for x in r) for v, r in runs.items()}
+        entry = {"prompts": len(prompts), "samples_per_prompt": k, "mean_prompt_tokens": round(sum(lengths) / len(lengths), 1),
+                 "settings": settings.__dict__, "variants": {}}
+        for v in runs:
+            tokens, wall, cpu = best[v]
+            entry["variants"][v] = {"tokens": tokens, "seconds": round(wall, 2), "tokens_per_s": round(tokens / wall, 1),
+                                    "tokens_per_cpu_s": round(best_cpu[v], 1),
+                                    "all_rounds_tokens_per_s": [round(t / w, 1) for t, w, _ in runs[v]]}
+        figures["workloads"][name] = entry
+        base = entry["variants"].get("before")
+        print(f"{name}: {len(prompts)} prompts x {k}, mean prompt {entry['mean_prompt_tokens']} tokens, "
+              f"{settings.max_new_tokens} new tokens max, temperature {settings.temperature}, batch {settings.batch_size}")
+        for v, e in entry["variants"].items():
+            ratio = ""
+            if base and v != "before":
+                ratio = (f"  {e['tokens_per_s'] / base['tokens_per_s']:.2f}x before (wall), "
+                         f"{e['tokens_per_cpu_s'] / base['tokens_per_cpu_s']:.2f}x (CPU time)")
+            print(f"  {v:<18} {e['tokens']:6d} tokens, {e['tokens_per_s']:7.1f} tokens/s, "
+                  f"{e['tokens_per_cpu_s']:7.1f} per CPU-second{ratio}  rounds {e['all_rounds_tokens_per_s']}")
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
     return figures

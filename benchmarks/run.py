@@ -1,27 +1,27 @@
-"""Every benchmark, one table: `make bench` (or `python -m benchmarks.run [--full-repro]`).
+"""Every benchmark, one table: `make bench` (or `python -m benchmarks.run [--full-repro] [--dtype float32]`).
 
-Each figure is a ratio against a baseline measured in the same run, on this machine:
-- generation: our batched path vs one prompt at a time (benchmarks.generation), and its roofline fraction;
-- SFT training: train_sft's configuration as a fraction of the fp32 matmul roofline, and against fp32,
-  LoRA dropout, random batches and TRL's default precision and checkpointing (benchmarks.training);
-- DPO training: tokens/s of the last train_dpo run (metrics/train_dpo.json) against the same roofline;
+Each figure is a ratio against a baseline measured in the same run, on this machine, and carries the host's
+kind (CPU family and the flags that choose the fast paths, benchmarks.host):
+- generation: stages.lib.generation now against the slot decoder before issue 11, on the eval, SFT,
+  build_prefs and issue 10's longer SFT workloads (benchmarks.generation);
+- SFT training: train_sft's configuration against the one before issue 11, with peak memory (benchmarks.training);
+- DPO training: train_dpo's configuration against the one before issue 11, with peak memory (benchmarks.dpo);
 - evaluation: each evaluate stage's peak resident memory against the model's fp32 weights, and that peak
   less the runtime's own (a process that imports the same libraries and loads the tokenizer, no model);
 - `dvc repro` with nothing to do, against (with --full-repro) a full forced `dvc repro` of the default pipeline.
-Needs the default pipeline to have run once (`make repro`). Writes benchmarks/results.json.
+Needs the default pipeline to have run once (`make repro`). Writes benchmarks/results.json (or --out).
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from benchmarks import generation, training
-from benchmarks.generation import cpu_model
+from benchmarks import dpo, generation, training
+from benchmarks.host import describe, gemm_gflops, host_kind
 
 RESULTS = Path("benchmarks/results.json")
 
@@ -67,48 +67,55 @@ def eval_memory() -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--full-repro", action="store_true", help="also time a forced full `dvc repro` (~15 min)")
+    parser.add_argument("--dtype", default=None, help="float32: measure the path of a host without native bf16")
+    parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    import torch
+    dtype = ["--dtype", args.dtype] if args.dtype else []
 
+    host = host_kind()
+    kind = f"{host['kind']}, {args.dtype or host['auto_dtype']}"
+    gemm = gemm_gflops()
     dvc = [str(Path(sys.executable).parent / "dvc")]
-    gen = generation.main(["--n", "48", "--baseline-n", "8", "--repeat", "2"])
-    sft = training.main(["--repeat", "2"])
-    roofline = sft["fp32_matmul_gflops"]
-    ours, trl, fp32 = sft["runs"]["ours"], sft["runs"]["TRL defaults"], sft["runs"]["fp32"]
-    dpo = json.loads(Path("metrics/train_dpo.json").read_text())
-    # DPO a token: policy forward and backward (4N) and the reference's forward (2N, the adapter disabled).
-    dpo_gflops = 6 * ours["params"] * dpo["tokens_per_s"] / 1e9
+    gen = generation.main(["--workloads", "eval,sft,sft-long", "--n", "48", "--repeat", "2", *dtype])
+    prefs = generation.main(["--workloads", "prefs", "--n", "48", "--repeat", "2", "--adapter", "models/sft", *dtype])
+    gen["workloads"] |= prefs["workloads"]
+    sft = training.main(["--repeat", "2", *dtype])
+    pref = dpo.main(["--pairs", "48", "--repeat", "2", *dtype])
     memory = eval_memory()
     noop = timed(dvc + ["repro"])
     full = timed(dvc + ["repro", "--force"]) if args.full_repro else None
 
-    rows = [
-        ("generation, batched vs one at a time", f"{gen['batched']['tokens_per_s']:.0f} vs "
-         f"{gen['one_at_a_time']['tokens_per_s']:.0f} tokens/s", f"{gen['speedup']}x",
-         f"{gen['batched']['roofline_fraction']:.0%} of {gen['machine']['dtype']} roofline"),
-        ("SFT training, ours vs TRL defaults", f"{ours['tokens_per_s']:.0f} vs {trl['tokens_per_s']:.0f} tokens/s",
-         f"{ours['tokens_per_s'] / trl['tokens_per_s']:.2f}x", f"{sft['roofline_fraction']:.0%} of fp32 roofline"),
-        ("SFT training, ours vs fp32", f"{ours['tokens_per_s']:.0f} vs {fp32['tokens_per_s']:.0f} tokens/s",
-         f"{ours['tokens_per_s'] / fp32['tokens_per_s']:.2f}x", f"bf16={ours['bf16']}"),
-        ("DPO training (last train_dpo run)", f"{dpo['tokens_per_s']:.0f} tokens/s", "-",
-         f"{dpo_gflops / roofline:.0%} of fp32 roofline at 6N FLOPs/token"),
-    ]
+    rows = []
+    for name, w in gen["workloads"].items():
+        ours, before = w["variants"]["ours"], w["variants"]["before"]
+        rows.append((f"generation, {name} ({w['prompts']} prompts x {w['samples_per_prompt']}, "
+                     f"~{w['mean_prompt_tokens']:.0f}-token prompts)",
+                     f"{ours['tokens_per_s']:.0f} vs {before['tokens_per_s']:.0f} tokens/s",
+                     f"{ours['tokens_per_s'] / before['tokens_per_s']:.2f}x",
+                     f"{ours['tokens_per_cpu_s'] / before['tokens_per_cpu_s']:.2f}x per CPU-second; ours vs before"))
+    for label, result in (("SFT", sft), ("DPO", pref)):
+        ours, before = result["runs"]["ours"], result["runs"]["before"]
+        rows.append((f"{label} training, ours vs before issue 11",
+                     f"{ours['tokens_per_s']:.0f} vs {before['tokens_per_s']:.0f} tokens/s",
+                     f"{ours['tokens_per_s'] / before['tokens_per_s']:.2f}x",
+                     f"{ours['tokens_per_cpu_s'] / before['tokens_per_cpu_s']:.2f}x per CPU-second; "
+                     f"peak RSS {ours['peak_rss_mb']:.0f} vs {before['peak_rss_mb']:.0f} MB"))
     for model, m in memory.items():
-        rows.append((f"evaluate@{model} peak memory", f"{m['peak_rss_mb']:.0f} MB vs {m['fp32_weights_mb']:.0f} MB fp32",
-                     f"{m['ratio']}x", f"{m['model_ratio']}x without the {m['runtime_rss_mb']:.0f} MB runtime"))
+        rows.append((f"evaluate@{model} peak memory (last stage run)", f"{m['peak_rss_mb']:.0f} MB vs "
+                     f"{m['fp32_weights_mb']:.0f} MB fp32", f"{m['ratio']}x",
+                     f"{m['model_ratio']}x without the {m['runtime_rss_mb']:.0f} MB runtime"))
     rows.append(("dvc repro, nothing to do", f"{noop:.1f} s", f"{noop / full:.3f} of full" if full else "-",
                  f"full repro {full / 60:.1f} min" if full else "run with --full-repro"))
 
-    machine = f"{cpu_model()}, {len(os.sched_getaffinity(0))} cores, torch {torch.__version__}, load {os.getloadavg()[0]:.1f}"
-    print(f"\nmachine: {machine}; fp32 matmul roofline {roofline:.0f} GFLOP/s")
+    print(f"\nhost: {describe(host)}")
+    print(f"256 x 576 by 576 x 1536 product, GFLOP/s: {gemm}")
     width = max(len(r[0]) for r in rows)
     for name, figure, ratio, note in rows:
-        print(f"{name:<{width}}  {figure:<40} {ratio:<10} {note}")
-    RESULTS.write_text(json.dumps({"machine": machine, "fp32_roofline_gflops": roofline, "generation": gen,
-                                   "sft": sft, "dpo_tokens_per_s": dpo["tokens_per_s"],
-                                   "dpo_roofline_fraction": round(dpo_gflops / roofline, 3),
-                                   "eval_memory": memory, "noop_repro_s": noop, "full_repro_s": full},
-                                  indent=2) + "\n")
+        print(f"{name:<{width}}  {figure:<28} {ratio:<8} {note}  [{kind}]")
+    args.out.write_text(json.dumps({"host": host, "dtype": args.dtype or host["auto_dtype"], "gemm_gflops": gemm,
+                                    "generation": gen,
+                                    "sft": sft, "dpo": pref, "eval_memory": memory, "noop_repro_s": noop,
+                                    "full_repro_s": full}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,11 @@
 """Stage train_dpo: DPO with a LoRA adapter, from the SFT model (dpo.init=sft) or the base (dpo.init=base).
 
 Recipe: read the preference pairs; load a fresh base and merge the starting adapter into it if
-there is one; train a new LoRA adapter with TRL's DPOTrainer, the reference being the same weights
-with the adapter switched off; save the adapter, with the adapter it started from under start/ (so
-models/dpo holds the whole model on top of the base), a manifest naming its init, curves, metrics.
+there is one; train a new LoRA adapter with TRL's DPOTrainer (stages.lib.trainers: its output layer
+scores only completion tokens), the reference being the same weights with the adapter switched off,
+its log-probabilities computed once per pair before training; save the adapter, with the adapter it
+started from under start/ (so models/dpo holds the whole model on top of the base), a manifest naming
+its init, curves, metrics.
 """
 from __future__ import annotations
 
@@ -42,7 +44,9 @@ def curve_ends(log_history: list[dict]) -> dict:
 @stage_main
 def main() -> None:
     from datasets import Dataset
-    from trl import DPOConfig, DPOTrainer
+    from trl import DPOConfig
+
+    from stages.lib.trainers import LeanDPOTrainer
 
     params = load_params()
     pairs = [{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected} for p in read_jsonl(DATA, PreferencePair)]
@@ -58,7 +62,7 @@ def main() -> None:
         model = load_base_model(BASE_DIR, precision, trust_remote_code=params.model.trust_remote_code,
                                 attn_implementation=params.model.attn_implementation)
         model = apply_adapters(model, setup.start_adapters, merge_all=True)
-        trainer = DPOTrainer(
+        trainer = LeanDPOTrainer(
             model=model, ref_model=None, args=DPOConfig(**setup.config_kwargs), train_dataset=Dataset.from_list(pairs),
             processing_class=tokenizer, peft_config=setup.lora, callbacks=[dvclive_callback(LIVE)],
         )

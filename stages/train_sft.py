@@ -39,7 +39,8 @@ def split(examples: list[dict], eval_fraction: float, seed: int) -> tuple[list[d
 @stage_main
 def main() -> None:
     from datasets import Dataset
-    from trl import SFTTrainer
+
+    from stages.lib.trainers import LeanSFTTrainer
 
     params = load_params()
     sft = params.sft
@@ -54,7 +55,7 @@ def main() -> None:
                             attn_implementation=params.model.attn_implementation)
     with ScratchDir() as scratch, measured() as run:
         args = sft_config(sft, precision, scratch, has_eval=bool(eval_set))
-        trainer = SFTTrainer(
+        trainer = LeanSFTTrainer(
             model=model, args=args, processing_class=tokenizer, peft_config=lora_config(sft.lora),
             train_dataset=Dataset.from_list(train_set), eval_dataset=Dataset.from_list(eval_set) if eval_set else None,
             callbacks=[dvclive_callback(LIVE)],

@@ -31,7 +31,7 @@ def test_sft_under_accelerate_ddp_on_two_cpu_processes(tiny_pipeline, tmp_path):
 
 
 @pytest.mark.parametrize("global_batch, micro, processes, expected", [
-    (8, 0, 1, (8, 1)), (8, 0, 2, (4, 1)), (8, 2, 2, (2, 2)), (64, 4, 8, (4, 2)), (8, 1, 8, (1, 1)),
+    (8, 0, 1, (8, 1)), (8, 0, 2, (4, 1)), (8, 2, 2, (2, 2)), (64, 4, 8, (4, 2)), (8, 1, 8, (1, 1)), (8, 4, 8, (1, 1)), (8, 4, 1, (4, 2)),
 ])
 def test_global_batch_is_constant_across_process_counts(global_batch, micro, processes, expected):
     per_device, accumulation = batch_layout(global_batch, micro, processes)

@@ -8,7 +8,9 @@ from transformers import LlamaForCausalLM
 
 from stages.lib.cleaning import clean, is_valid
 from stages.lib.generation import (
+    DECODE_ATTENTION,
     GenerationSettings,
+    decode_attention,
     StopChecker,
     apply_repetition_penalty,
     generate,
@@ -236,6 +238,77 @@ def test_sampling_is_per_row_reproducible_and_independent_of_batching(tiny):
                      stop_strings=STOPS, num_samples=3)
     assert other != a
     assert row_seed(7, "p", 0) == row_seed(7, "p", 0) != row_seed(7, "p", 1)
+
+
+def test_sample_offset_continues_a_run_with_new_draws(tiny):
+    """Drawing 2 samples, then 2 more with sample_offset=2, gives the 4 samples of one call asking for 4: an
+    adaptive best-of-k can sample again without repeating an earlier draw."""
+    model, tokenizer, _ = tiny
+    prompts = _prompts(tokenizer)[:4]
+    settings = GenerationSettings(max_new_tokens=12, temperature=0.9, top_p=0.95, batch_size=5, seed=3)
+    four = generate(model, tokenizer, prompts, settings, stop_strings=STOPS, num_samples=4)
+    first = generate(model, tokenizer, prompts, settings, stop_strings=STOPS, num_samples=2)
+    more = generate(model, tokenizer, prompts, settings, stop_strings=STOPS, num_samples=2, sample_offset=2)
+    assert [a + b for a, b in zip(first, more)] == four
+    assert first != more  # new draws, not the first ones again
+    with pytest.raises(ValueError):
+        generate(model, tokenizer, prompts, settings, sample_offset=-1)
+
+
+@pytest.mark.parametrize("dtype,tolerance", [(torch.float32, 1e-5), (torch.bfloat16, 3e-2)])
+def test_decode_attention_matches_sdpa_for_one_new_token(dtype, tolerance):
+    """Grouped query heads (9 over 3 key/value heads, as SmolLM2) and rows of different lengths (the mask)."""
+    from types import SimpleNamespace
+
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    gen = torch.Generator().manual_seed(0)
+    rows, width = 5, 40
+    query = torch.randn(rows, 9, 1, 16, generator=gen).to(dtype)
+    key, value = (torch.randn(rows, 3, width, 16, generator=gen).to(dtype) for _ in range(2))
+    lengths = torch.tensor([40, 1, 17, 33, 8])
+    mask = (torch.arange(width) < lengths[:, None])[:, None, None, :]
+    module = SimpleNamespace(num_key_value_groups=3, is_causal=True)
+    ours, _ = decode_attention(module, query, key, value, mask, scaling=0.25)
+    reference, _ = sdpa_attention_forward(module, query, key, value, mask, scaling=0.25)
+    assert ours.shape == reference.shape == (rows, 1, 9, 16)
+    assert (ours.float() - reference.float()).abs().max() < tolerance
+
+
+def test_decode_attention_is_used_in_bf16_and_restored_after(tiny, monkeypatch):
+    import stages.lib.generation as generation
+
+    _, tokenizer, base = tiny
+    query_lengths = []
+
+    def spy(module, query, *args, **kwargs):
+        query_lengths.append(query.shape[2])
+        return decode_attention(module, query, *args, **kwargs)
+
+    monkeypatch.setattr(generation, "decode_attention", spy)
+    prompts = _prompts(tokenizer)[:3]
+    settings = GenerationSettings(max_new_tokens=6, batch_size=2)
+    fp32 = load_model(base, FP32)
+    generate(fp32, tokenizer, prompts, settings)
+    assert query_lengths == []  # fp32 keeps torch's kernel
+    bf16 = load_model(base, resolve_precision("bfloat16"))
+    out = generate(bf16, tokenizer, prompts, settings)
+    assert 1 in query_lengths and max(query_lengths) > 1  # decoding steps and prompts both went through it
+    assert bf16.config._attn_implementation == "sdpa" != DECODE_ATTENTION
+    assert all(s[0].n_tokens == 6 for s in out)
+
+
+def test_slot_decoder_with_decode_attention_matches_hf_generate(chaotic, monkeypatch):
+    """The whole-buffer cache and decode_attention, forced on in fp32, give Hugging Face's tokens."""
+    import stages.lib.generation as generation
+
+    monkeypatch.setattr(generation, "DECODE_ATTENTION_DTYPES", (torch.float32,))
+    model, tokenizer = chaotic
+    prompts = _prompts(tokenizer)
+    settings = GenerationSettings(max_new_tokens=16, temperature=0.0, repetition_penalty=1.3, batch_size=3)
+    stops = ["o", "y", "\nQ:"]
+    ours = generate(model, tokenizer, prompts, settings, stop_strings=stops)
+    assert ours == [generate_with_hf(model, tokenizer, [p], settings, stop_strings=stops)[0] for p in prompts]
 
 
 def test_generate_edge_cases(tiny):

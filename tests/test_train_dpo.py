@@ -34,3 +34,112 @@ def test_adapter_manifest_names_its_init(tiny_pipeline):
     assert manifest["init"] == "sft" and manifest["start_adapters"] == ["models/sft"]
     metrics = json.loads((tiny_pipeline / "metrics/train_dpo.json").read_text())
     assert metrics["init"] == "sft" and "rewards_margins_last" in metrics and "loss_last" in metrics
+
+
+# --- the log-probability head and the lean trainer ---------------------------------------------------------------
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from stages.lib.logprobs import install_label_logprob_head, label_log_probs  # noqa: E402
+
+ALL_OUTPUTS = ("log_probs", "entropy", "log_sum_sq_probs", "mean_logits", "is_top1")
+
+
+@pytest.mark.parametrize("dtype,tolerance", [(torch.float32, 1e-5), (torch.bfloat16, 1e-2)])
+def test_label_log_probs_match_a_full_log_softmax(dtype, tolerance):
+    """Values, statistics and gradients against the plain computation, in chunks smaller than the batch."""
+    gen = torch.Generator().manual_seed(0)
+    hidden = torch.randn(37, 16, generator=gen).to(dtype).requires_grad_()
+    weight = torch.randn(300, 16, generator=gen).to(dtype).requires_grad_()
+    targets = torch.randint(0, 300, (37,), generator=gen)
+    upstream = torch.randn(37, generator=gen)
+    log_probs, entropy, log_sum_sq, mean_logits, is_top1 = label_log_probs(hidden, weight, targets, ALL_OUTPUTS, rows=8)
+    (log_probs * upstream).sum().backward()
+    ours = hidden.grad.float(), weight.grad.float()
+    hidden.grad = weight.grad = None
+
+    logits = (hidden @ weight.t()).float()
+    full = logits.log_softmax(-1)
+    reference = full.gather(1, targets[:, None]).squeeze(1)
+    (reference * upstream).sum().backward()
+    probs = full.exp()
+    assert (log_probs - reference).abs().max() < tolerance
+    assert (entropy - -(probs * full).sum(-1)).abs().max() < tolerance * 10
+    assert (log_sum_sq - (probs * probs).sum(-1).log()).abs().max() < tolerance
+    assert (mean_logits - logits.mean(-1)).abs().max() < tolerance
+    assert torch.equal(is_top1, logits.argmax(-1) == targets)
+    assert (ours[0] - hidden.grad.float()).abs().max() < tolerance * 3
+    assert (ours[1] - weight.grad.float()).abs().max() < tolerance * 10
+
+
+def test_label_head_gives_what_trls_head_gives(tiny_hf_dir):
+    """The same FusedCausalLMOutput fields and gradients as TRL's head, on a real (tiny) model, with prompt and
+    padding positions unlabelled; without fused_lm_head the forward is the model's own."""
+    from transformers import AutoModelForCausalLM
+    from trl.trainer.utils import add_fused_lm_head
+
+    trl_model = AutoModelForCausalLM.from_pretrained(tiny_hf_dir, dtype=torch.float32)
+    ours = AutoModelForCausalLM.from_pretrained(tiny_hf_dir, dtype=torch.float32)
+    outputs = ("log_probs", "entropy", "mean_logits", "is_top1")
+    add_fused_lm_head(trl_model, outputs=outputs)
+    install_label_logprob_head(ours, outputs)
+    install_label_logprob_head(ours, outputs)  # idempotent
+    gen = torch.Generator().manual_seed(0)
+    input_ids = torch.randint(3, trl_model.config.vocab_size, (3, 12), generator=gen)
+    labels = input_ids.clone()
+    labels[:, :5] = -100  # the prompt
+    labels[1, 9:] = -100  # padding
+    got = {}
+    for name, model in (("trl", trl_model), ("ours", ours)):
+        out = model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), labels=labels, fused_lm_head=True)
+        out.log_probs.sum().backward()
+        got[name] = out, model.model.layers[0].mlp.down_proj.weight.grad.clone()
+    (trl_out, trl_grad), (our_out, our_grad) = got["trl"], got["ours"]
+    for field in ("log_probs", "entropy", "mean_logits"):
+        assert torch.allclose(getattr(our_out, field), getattr(trl_out, field), atol=1e-5), field
+    assert torch.equal(our_out.is_top1, trl_out.is_top1) and torch.equal(our_out.label_mask, trl_out.label_mask)
+    assert torch.allclose(our_out.loss, trl_out.loss, atol=1e-6)
+    assert torch.allclose(our_grad, trl_grad, atol=1e-5)
+    plain = ours(input_ids=input_ids)
+    assert plain.logits.shape == (3, 12, ours.config.vocab_size)
+
+
+def test_lean_trainer_precomputes_the_reference_as_trl_does_and_groups_pairs_by_length(tiny_base, tmp_path):
+    """Reference log-probabilities, computed once before training with the adapter off, equal TRL's own
+    precompute; batches are drawn from pairs of similar length."""
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer
+
+    from stages.lib.loader import load_base_model, load_tokenizer
+    from stages.lib.trainers import LeanDPOTrainer
+
+    precision = resolve_precision("float32")
+    tokenizer = load_tokenizer(tiny_base)
+    words = ["red", "blue and yellow", "the quick brown fox jumps over the lazy dog " * 3, "yes", "Paris. " * 6]
+    pairs = [{"prompt": f"Instruction: say {i}.\nResponse:", "chosen": " " + words[i % 5],
+              "rejected": " " + words[(i + 2) % 5] * (1 + i % 3)} for i in range(16)]
+    params = load_params(ROOT / "params.yaml")
+    setup = dpo_setup(params.dpo.model_copy(update={"init": "base", "batch_size": 4}), precision, str(tmp_path))
+    trainers = {}
+    for name, trainer_class, sampler in (("trl", DPOTrainer, "random"), ("ours", LeanDPOTrainer, "group_by_length")):
+        config = DPOConfig(**(setup.config_kwargs | {"precompute_ref_log_probs": True,
+                                                     "train_sampling_strategy": sampler}))
+        trainer = trainer_class(model=load_base_model(tiny_base, precision), ref_model=None, args=config,
+                                train_dataset=Dataset.from_list(pairs), processing_class=tokenizer,
+                                peft_config=setup.lora)
+        trainers[name] = trainer
+    ref = {name: torch.tensor(list(t.train_dataset["ref_chosen_logps"]) + list(t.train_dataset["ref_rejected_logps"]))
+           for name, t in trainers.items()}
+    assert torch.allclose(ref["ours"], ref["trl"], atol=1e-4)
+    trainer = trainers["ours"]
+    data = trainer.train_dataset
+    lengths = [len(p) + max(len(c), len(r)) for p, c, r in
+               zip(list(data["prompt_ids"]), list(data["chosen_ids"]), list(data["rejected_ids"]))]
+    order = list(trainer._get_train_sampler())
+    batches = [sorted(lengths[i] for i in order[k : k + 4]) for k in range(0, len(order), 4)]
+    spread = sum(b[-1] - b[0] for b in batches)
+    shuffled = [sorted(lengths[i] for i in range(k, k + 4)) for k in range(0, 16, 4)]
+    assert sorted(order) == list(range(16)) and spread < sum(b[-1] - b[0] for b in shuffled)
+    trainer.train()  # the cached reference feeds the loss
+    assert trainer.state.global_step == 4

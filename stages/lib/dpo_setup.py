@@ -30,6 +30,8 @@ def dpo_setup(dpo: DpoParams, precision: Precision, output_dir: str) -> DpoSetup
         beta=dpo.beta,
         loss_type=[dpo.loss_type],
         precompute_ref_log_probs=dpo.precompute_ref_log_probs,
+        # Pairs of similar length share a batch: less padding (stages.lib.dpo_trainer supplies the lengths)
+        train_sampling_strategy="group_by_length",
     )
     return DpoSetup(
         init=dpo.init,

@@ -5,8 +5,9 @@ row that finishes (end of sequence, a stop string, or the token limit) frees its
 prompt, instead of idling until the slowest row of a fixed batch reaches max_new_tokens. Each prompt is
 prefilled once and its key/value states copied into its ``num_samples`` slots. The KV cache is preallocated
 (one buffer per layer, each row left-aligned at its own length), so a step writes one column per row instead
-of concatenating the whole cache. Prompts are admitted in token order and a prefix shared by neighbouring
-prompts (few-shot examples) is computed once and reused.
+of concatenating the whole cache, and in bf16 on a CPU a step's attention (``decode_attention``) reads the
+whole buffer in two batched products instead of torch's fused kernel. Prompts are admitted in token order and a
+prefix shared by neighbouring prompts (few-shot examples) is computed once and reused.
 
 Sampling is per row: every (prompt, sample) has its own random generator, seeded from the generation seed,
 the prompt text and the sample index, so the random draws do not depend on which rows share a batch. Same
@@ -54,10 +55,16 @@ def generate(
     stop_strings: Sequence[str] = (),
     num_samples: int = 1,
     desc: str = "generate",
+    sample_offset: int = 0,
 ) -> list[list[Sample]]:
-    """``num_samples`` samples for each prompt, in prompt order (sample i of a prompt at index i)."""
+    """``num_samples`` samples for each prompt, in prompt order (sample i of a prompt at index i).
+
+    Sample i of a prompt is drawn as sample number ``sample_offset + i``: a later call with ``sample_offset=k``
+    continues a run of k samples per prompt with new draws, as if the first call had asked for more."""
     if num_samples < 1:
         raise ValueError("num_samples must be >= 1")
+    if sample_offset < 0:
+        raise ValueError("sample_offset must be >= 0")
     if settings.max_new_tokens < 1:
         raise ValueError("max_new_tokens must be >= 1")
     prompts = list(prompts)
@@ -67,10 +74,11 @@ def generate(
     if any(len(ids) == 0 for ids in encoded):
         raise ValueError("generate: an empty prompt has nothing to continue")
     if supports_slot_decoding(model):
-        runner = _SlotDecoder(model, tokenizer, prompts, encoded, settings, list(stop_strings), num_samples)
+        runner = _SlotDecoder(model, tokenizer, prompts, encoded, settings, list(stop_strings), num_samples,
+                              sample_offset)
         return runner.run(desc)
     return generate_with_hf(model, tokenizer, prompts, settings, stop_strings=stop_strings,
-                            num_samples=num_samples, desc=desc)
+                            num_samples=num_samples, desc=desc, sample_offset=sample_offset)
 
 
 # --- per-row randomness ---------------------------------------------------------------------------------
@@ -202,7 +210,9 @@ def _slot_cache_classes():
 
     class SlotLayer(DynamicLayer):
         """One layer's keys and values for every slot: [slots, kv_heads, capacity, head_dim], each row
-        left-aligned, so a token's column is its position. ``update`` writes one new column per row."""
+        left-aligned, so a token's column is its position. ``update`` writes one new column per row and hands
+        attention the columns up to the longest row, or the whole buffer for ``decode_attention`` (whose
+        products would copy a slice of it)."""
 
         def __init__(self, owner):
             super().__init__()
@@ -224,19 +234,20 @@ def _slot_cache_classes():
             dim = key_states.shape[-1]
             self.key_buf.view(-1, dim).index_copy_(0, o.flat_index, key_states.reshape(-1, dim))
             self.value_buf.view(-1, dim).index_copy_(0, o.flat_index, value_states.reshape(-1, dim))
-            self.keys, self.values = self.key_buf[:, :, : o.width], self.value_buf[:, :, : o.width]
+            self.keys, self.values = self.key_buf[:, :, : o.columns], self.value_buf[:, :, : o.columns]
             return self.keys, self.values
 
         def get_seq_length(self) -> int:
-            return self.owner.width - 1  # columns before the new token, as the mask builder expects
+            return self.owner.columns - 1  # columns before the new token, as the mask builder expects
 
         def select_rows(self, index: torch.Tensor) -> None:
             self.key_buf, self.value_buf = self.key_buf[index], self.value_buf[index]
 
     class SlotCache(Cache):
-        def __init__(self, n_layers: int):
+        def __init__(self, n_layers: int, whole_buffer: bool):
             self.flat_index = None
-            self.width = 1
+            self.whole_buffer = whole_buffer
+            self.columns = 1  # the columns attention reads this step
             super().__init__(layers=[SlotLayer(self) for _ in range(n_layers)])
 
         def prepare_step(self, positions: torch.Tensor) -> None:
@@ -246,9 +257,73 @@ def _slot_cache_classes():
             rows = torch.arange(slots, device=buf.device).unsqueeze(1) * heads
             heads = torch.arange(heads, device=buf.device).unsqueeze(0)
             self.flat_index = ((rows + heads) * capacity + positions.to(buf.device).unsqueeze(1)).reshape(-1)
-            self.width = int(positions.max()) + 1
+            self.columns = capacity if self.whole_buffer else int(positions.max()) + 1
 
     return SlotCache
+
+
+# --- attention for one new token a row ------------------------------------------------------------------------
+
+DECODE_ATTENTION = "slot_decode"
+DECODE_ATTENTION_DTYPES = (torch.bfloat16, torch.float16)  # in fp32 torch's fused kernel was as fast
+
+
+def decode_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    """Attention of one new token per row over the slot cache, as two batched products and a softmax.
+
+    On a CPU, torch's fused attention runs a single query token far below the memory's rate: measured on a
+    Zen 5 core, 64 rows over 700 cached tokens took 7.5 ms a layer in sdpa and about 4.6 ms here
+    (BENCHMARKS.md). The query heads that share a key/value head are stacked as rows of one product, so the
+    cache is read once per key/value head. Prompts (several tokens a row) go to sdpa unchanged. Scores are
+    rounded to the cache's dtype before an fp32 softmax, as transformers' eager attention does."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    if query.shape[2] != 1 or dropout:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
+                                      **kwargs)
+    rows, heads, _, dim = query.shape
+    kv_heads = key.shape[1]
+    grouped = query.reshape(rows, kv_heads, heads // kv_heads, dim)  # query head h reads key/value head h // group
+    scores = torch.matmul(grouped, key.transpose(-1, -2)).float().mul_(dim ** -0.5 if scaling is None else scaling)
+    if attention_mask is not None:
+        if attention_mask.dtype == torch.bool:
+            scores.masked_fill_(~attention_mask, float("-inf"))
+        else:
+            scores.add_(attention_mask)
+    out = torch.matmul(scores.softmax(-1).to(value.dtype), value)  # [rows, kv_heads, group, dim]
+    return out.reshape(rows, 1, heads, dim), None
+
+
+def _register_decode_attention() -> None:
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register(DECODE_ATTENTION, decode_attention)
+    AttentionMaskInterface.register(DECODE_ATTENTION, sdpa_mask)  # the same boolean masks sdpa gets
+
+
+class _DecodeAttention:
+    """Within the block, a bf16 or fp16 model on a CPU running sdpa or eager attention uses ``decode_attention``;
+    restored after. In fp32 torch's kernel was as fast (BENCHMARKS.md), so fp32 models keep it."""
+
+    def __init__(self, model):
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        self.model = base if hasattr(base, "set_attn_implementation") else None
+        self.before = getattr(getattr(base, "config", None), "_attn_implementation", None)
+
+    def __enter__(self):
+        half = self.model is not None and self.model.dtype in DECODE_ATTENTION_DTYPES
+        if half and self.model.device.type == "cpu" and self.before in ("sdpa", "eager"):
+            _register_decode_attention()
+            self.model.set_attn_implementation(DECODE_ATTENTION)
+        else:
+            self.model = None
+        self.active = self.model is not None
+        return self
+
+    def __exit__(self, *exc):
+        if self.model is not None:
+            self.model.set_attn_implementation(self.before)
 
 
 @dataclass
@@ -261,9 +336,10 @@ class _Row:
 
 
 class _SlotDecoder:
-    def __init__(self, model, tokenizer, prompts, encoded, settings: GenerationSettings, stop_strings, num_samples):
+    def __init__(self, model, tokenizer, prompts, encoded, settings: GenerationSettings, stop_strings, num_samples,
+                 sample_offset: int = 0):
         self.model, self.tokenizer, self.settings = model, tokenizer, settings
-        self.prompts, self.encoded, self.k = prompts, encoded, num_samples
+        self.prompts, self.encoded, self.k, self.sample_offset = prompts, encoded, num_samples, sample_offset
         self.device = model.device
         self.eos = tokenizer.eos_token_id
         self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (self.eos or 0)
@@ -291,7 +367,8 @@ class _SlotDecoder:
     def run(self, desc: str) -> list[list[Sample]]:
         self.bar = tqdm(total=len(self.prompts), desc=desc, unit="prompt")
         self.start = time.perf_counter()
-        with torch.inference_mode():
+        with torch.inference_mode(), _DecodeAttention(self.model) as attention:
+            self.whole_buffer = attention.active
             self._admit()
             while any(self.slots):
                 self._step()
@@ -310,7 +387,7 @@ class _SlotDecoder:
             prompt_index = self.pending.pop()
             layers, last_logits = self._prefill(prompt_index)
             if self.cache is None:
-                self.cache = _slot_cache_classes()(len(layers))
+                self.cache = _slot_cache_classes()(len(layers), self.whole_buffer)
                 for layer, (keys, _) in zip(self.cache.layers, layers):
                     layer.allocate(keys.unsqueeze(0), self.n_slots, self.capacity)
             n = len(self.encoded[prompt_index])
@@ -322,7 +399,7 @@ class _SlotDecoder:
                 generator = None
                 if self.settings.temperature > 0:
                     generator = torch.Generator().manual_seed(
-                        row_seed(self.settings.seed, self.prompts[prompt_index], sample_index))
+                        row_seed(self.settings.seed, self.prompts[prompt_index], self.sample_offset + sample_index))
                 self.slots[slot] = _Row(prompt_index, sample_index, n, generator)
                 self.lengths[slot] = n
                 self.history[slot] = self.encoded[prompt_index][0]
@@ -375,7 +452,7 @@ class _SlotDecoder:
         positions = self.lengths.clone()
         positions[[s for s, row in enumerate(self.slots) if row is None]] = 0  # idle slots write column 0
         self.cache.prepare_step(positions)
-        mask = torch.arange(self.cache.width).unsqueeze(0) <= positions.unsqueeze(1)
+        mask = torch.arange(self.cache.columns).unsqueeze(0) <= positions.unsqueeze(1)
         out = self.model(input_ids=self.last.unsqueeze(1).to(self.device), attention_mask=mask.long().to(self.device),
                          position_ids=positions.unsqueeze(1).to(self.device), past_key_values=self.cache,
                          use_cache=True)
@@ -474,10 +551,12 @@ def _forward_parameters(model) -> set[str]:
 
 def generate_with_hf(model, tokenizer, prompts: Sequence[str], settings: GenerationSettings, *,
                      stop_strings: Sequence[str] = (), num_samples: int = 1,
-                     desc: str = "generate") -> list[list[Sample]]:
+                     desc: str = "generate", sample_offset: int = 0) -> list[list[Sample]]:
     """Fixed, length-sorted batches through ``model.generate``. The string stopping criteria are built once:
     preparing them scans the whole vocabulary (seconds for a 49k vocabulary), and Hugging Face's own cache of
-    that work misses when the vocabulary dict comes back in a different order."""
+    that work misses when the vocabulary dict comes back in a different order. Sampling draws from one
+    generator for the whole call (seeded from the seed and ``sample_offset``), so here a sample depends on the
+    batch it ran in."""
     from transformers import StoppingCriteriaList
     from transformers.generation.stopping_criteria import StopStringCriteria
 
@@ -500,7 +579,7 @@ def generate_with_hf(model, tokenizer, prompts: Sequence[str], settings: Generat
     if stops:
         gen_kwargs["stopping_criteria"] = StoppingCriteriaList([StopStringCriteria(tokenizer, stops)])
     checker = StopChecker(tokenizer, stops)
-    torch.manual_seed(settings.seed)
+    torch.manual_seed(settings.seed if sample_offset == 0 else row_seed(settings.seed, "", sample_offset))
     generated, start = 0, time.perf_counter()
     bar = tqdm(batches, desc=desc, unit="batch")
     for batch in bar:

@@ -37,7 +37,8 @@ def batch_layout(global_batch: int, micro_batch: int, processes: int) -> tuple[i
     The global batch is what the params fix, so a run on 1 CPU and one on 8 GPUs take the same
     optimizer steps; only how each step is split across devices and micro-batches changes.
     """
-    per_device = micro_batch or max(1, global_batch // processes)
+    # micro_batch caps a device's share: DPO's default 4 pairs still splits 8 over 8 processes as 1 each
+    per_device = min(micro_batch or global_batch, max(1, global_batch // processes))
     accumulation, remainder = divmod(global_batch, per_device * processes)
     if remainder or accumulation < 1:
         raise UserError(

@@ -1,0 +1,90 @@
+"""What kind of host a figure was measured on: CPU model, family, the flags that decide the fast paths, the
+dtype ``model.dtype: auto`` picks here, threads and allocator. Printed beside every benchmark figure."""
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+
+FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+
+
+def cpuinfo() -> dict[str, str]:
+    """The first processor's fields from /proc/cpuinfo ({} where there is none)."""
+    out: dict[str, str] = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if not line.strip():
+                break
+            key, _, value = line.partition(":")
+            out[key.strip()] = value.strip()
+    except OSError:
+        pass
+    return out
+
+
+def kind_name(info: dict[str, str], flags: set[str]) -> str:
+    """A short name for the classes of x86 server CPU the team meets, from the flags (never the brand string)."""
+    if "amx_bf16" in flags:
+        return "AMX-BF16 (Sapphire Rapids class)"
+    if "avx512_bf16" in flags:
+        return "AVX512-BF16 without AMX (AMD Zen 4/5 class)" if "AMD" in info.get("vendor_id", "") + info.get(
+            "model name", "") else "AVX512-BF16 without AMX"
+    if "avx2" in flags:
+        return "AVX2 only, no native bf16 (AMD Zen 3 class)" if "AMD" in info.get("model name", "") else "AVX2 only"
+    return platform.machine() or "unknown"
+
+
+def host_kind() -> dict:
+    import torch
+
+    from stages.lib.hardware import resolve_precision
+
+    info = cpuinfo()
+    flags = set(info.get("flags", "").split())
+    return {
+        "kind": kind_name(info, flags),
+        "cpu": info.get("model name") or platform.processor() or "unknown",
+        "family": info.get("cpu family"), "model": info.get("model"),
+        "flags": {f: f in flags for f in FLAGS},
+        "auto_dtype": resolve_precision("auto").dtype,
+        "usable_cpus": len(os.sched_getaffinity(0)), "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__, "mkldnn": torch.backends.mkldnn.is_available(),
+        "allocator": os.environ.get("LD_PRELOAD", "") or "glibc malloc",
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def describe(host: dict) -> str:
+    flags = ", ".join(f if on else f"no {f}" for f, on in host["flags"].items())
+    return (f"{host['cpu']} (family {host['family']}, model {host['model']}; {host['kind']}); {flags}; "
+            f"auto dtype {host['auto_dtype']}; {host['torch_threads']} threads of {host['usable_cpus']} CPUs; "
+            f"torch {host['torch']}; allocator {host['allocator']}; load {host['load_average']}")
+
+
+def gemm_gflops(rows: int = 256, seconds: float = 0.5) -> dict[str, float]:
+    """GFLOP/s of the model's commonest product (rows x 576 by 576 x 1536) three ways: fp32 as torch runs it
+    (MKL's BLAS), fp32 through oneDNN (what torch does only for oneDNN tensors), and bf16 (oneDNN). MKL picks
+    its code path by CPU vendor: on the Zen 5 host it ran at half oneDNN's fp32 rate (BENCHMARKS.md)."""
+    import time
+
+    import torch
+    import torch.nn.functional as F
+    from torch.utils import mkldnn as mkldnn_utils
+
+    def rate(fn) -> float:
+        fn()
+        runs, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            fn()
+            runs += 1
+        return 2 * rows * 576 * 1536 * runs / (time.perf_counter() - start) / 1e9
+
+    weight, x = torch.randn(1536, 576), torch.randn(rows, 576)
+    onednn_layer = mkldnn_utils.to_mkldnn(torch.nn.Linear(576, 1536, bias=False).eval())
+    onednn_x = x.to_mkldnn()
+    weight_bf16, x_bf16 = weight.to(torch.bfloat16), x.to(torch.bfloat16)
+    with torch.no_grad():
+        return {"fp32 (MKL, torch's default)": round(rate(lambda: F.linear(x, weight)), 1),
+                "fp32 (oneDNN)": round(rate(lambda: onednn_layer(onednn_x)), 1),
+                "bf16 (oneDNN)": round(rate(lambda: F.linear(x_bf16, weight_bf16)), 1)}
