@@ -98,7 +98,10 @@ def test_findings_name_what_failed_and_what_is_required():
     assert findings(FAILING, LOWER_NO_COMMA.instruction_id_list, LOWER_NO_COMMA.kwargs) == [
         finding("change_case:english_lowercase", {}, FAILING), finding("punctuation:no_comma", {}, FAILING)]
     words = finding("length_constraints:number_words", {"relation": "less than", "num_words": 5}, "one two three four five six")
-    assert "6 words" in words and "less than 5" in words
+    assert words == "The response has 6 words. It must have less than 5 words."
+    assert '"very", "nice"' in finding("keywords:forbidden_words", {"forbidden_words": ["very", "nice"]}, "very nice")
+    for iid in checkers.SUPPORTED_IDS:  # every id has its own words, never the generic fallback
+        assert iid in __import__("stages.lib.findings", fromlist=["REQUIRED"]).REQUIRED
     assert "Any other questions?" in finding("startend:end_checker", {"end_phrase": "Any other questions?"}, "Hi.")
     assert findings(PASSING, LOWER_NO_COMMA.instruction_id_list, LOWER_NO_COMMA.kwargs) == []
 
@@ -121,7 +124,7 @@ CONFIG = read_constraints(ROOT / "data/constraints.yaml")
 
 def test_backtranslated_constraints_really_hold():
     response = "Sunlight is made of many colours. Air scatters the blue part the most so the sky looks blue."
-    found = satisfied(TASK, response, CONFIG, random.Random(0))
+    found = satisfied(TASK, response, CONFIG)
     assert "punctuation:no_comma" in found and "change_case:english_lowercase" not in found
     for iid, kwarg_sets in found.items():
         for kw in kwarg_sets:

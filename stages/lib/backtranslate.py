@@ -13,7 +13,9 @@ import random
 from typing import Any, Iterator
 
 from . import checkers
-from .compose import ConstraintConfig, ConstraintSpec, KwargSpec, applies_to, compatible, kwargs_consistent, render_prompt, task_content_words
+from .compose import (
+    ConstraintConfig, ConstraintSpec, KwargSpec, applies_to, kwargs_consistent, pick_ids, render_prompt, task_content_words,
+)
 from .records import Task
 
 _MAX_END_PHRASE_WORDS = 8
@@ -64,8 +66,7 @@ def end_phrase_of(response: str) -> str | None:
     return last if 2 <= n_words <= _MAX_END_PHRASE_WORDS and response.strip().endswith(last) else None
 
 
-def satisfied(task: Task, response: str, config: ConstraintConfig, rng: random.Random,
-              max_sets_per_id: int = 200) -> dict[str, list[dict]]:
+def satisfied(task: Task, response: str, config: ConstraintConfig, max_sets_per_id: int = 200) -> dict[str, list[dict]]:
     """For each constraint id that suits the task, the kwarg sets the response already satisfies."""
     found: dict[str, list[dict]] = {}
     for iid in sorted(config.instructions):
@@ -88,19 +89,12 @@ def backtranslate(task: Task, response: str, config: ConstraintConfig, rng: rand
 
     Ids are drawn by their constraints.yaml weights among those satisfied, without conflicts; the whole set
     is checked once more against the response, as any other SFT record is."""
-    found = satisfied(task, response, config, rng)
+    found = satisfied(task, response, config)
     if not found:
         return None
-    conflicts = config.conflict_set()
     want = rng.randint(1, max_constraints)
     for _ in range(20):
-        ids: list[str] = []
-        while len(ids) < want:
-            options = [i for i in found if compatible(ids + [i], conflicts)]
-            if not options:
-                break
-            ids.append(rng.choices(options, weights=[config.instructions[i].weight for i in options])[0])
-        ids.sort(key=lambda i: not config.instructions[i].render_first)
+        ids = pick_ids(list(found), config, rng, want)
         kwargs = [rng.choice(found[i]) for i in ids]
         if not kwargs_consistent(task, ids, kwargs):
             continue

@@ -448,7 +448,7 @@ def draw_constraints(
     if not eligible:
         raise UserError(f"no constraint in constraints.yaml applies to task {task.task_id}")
     for _ in range(50):
-        ids = _pick_ids(eligible, config, rng, rng.randint(1, max_constraints))
+        ids = pick_ids(eligible, config, rng, rng.randint(1, max_constraints))
         for _ in range(5):
             kwargs = [draw_kwargs(config.instructions[i], task, rng) for i in ids]
             if kwargs_consistent(task, ids, kwargs):
@@ -457,7 +457,7 @@ def draw_constraints(
     raise UserError(f"could not draw a consistent set of constraints for task {task.task_id}: {task.text!r}")
 
 
-def _pick_ids(eligible: list[str], config: ConstraintConfig, rng: random.Random, want: int) -> list[str]:
+def pick_ids(eligible: list[str], config: ConstraintConfig, rng: random.Random, want: int) -> list[str]:
     """Weighted draw without replacement that skips any id conflicting with those already chosen."""
     conflicts = config.conflict_set()
     ids: list[str] = []
