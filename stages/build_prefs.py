@@ -14,10 +14,11 @@ from pathlib import Path
 
 from stages.lib import checkers, negatives
 from stages.lib.cleaning import clean
+from stages.lib.context_window import check_prompts_fit
 from stages.lib.errors import UserError, stage_main
 from stages.lib.generation import GenerationSettings, generate
 from stages.lib.io import remove_outputs, write_json_atomic, write_jsonl_atomic
-from stages.lib.manifest import build_manifest
+from stages.lib.manifest import build_manifest, environment
 from stages.lib.model_session import open_model
 from stages.lib.params import load_params
 from stages.lib.preference import ScoredResponse, score_response
@@ -90,6 +91,8 @@ def main() -> None:
     with measured() as run:
         model, tokenizer, precision = open_model(params.model, adapters=[SFT_ADAPTER])
         prompts = [zero_shot_prompt(i.prompt) for i in instructions]
+        check_prompts_fit(model, tokenizer, prompts, prefs.max_new_tokens, budget_key="prefs.max_new_tokens",
+                          source=str(TRAIN), keys=[i.key for i in instructions])
         settings = GenerationSettings(prefs.max_new_tokens, prefs.temperature, prefs.top_p, 1.0,
                                       prefs.batch_size, prefs.seed)
         samples = generate(model, tokenizer, prompts, settings, stop_strings=stop_strings(delimiter),
@@ -125,7 +128,8 @@ def main() -> None:
     if not pairs:
         raise UserError(f"prefs.min_margin: no pair reached a margin of {prefs.min_margin}; no pairs written "
                         "(raise prefs.n_samples or lower prefs.min_margin)")
-    metrics = prefs_metrics(pairs, len(instructions), attempted) | {"wall_s": run.wall_s, "peak_rss_mb": run.peak_rss_mb}
+    metrics = prefs_metrics(pairs, len(instructions), attempted) | {"wall_s": run.wall_s, "peak_rss_mb": run.peak_rss_mb,
+                                                                    "environment": environment()}
     write_jsonl_atomic(OUT, pairs)
     write_json_atomic(MANIFEST, build_manifest(stage="build_prefs", adapter=str(SFT_ADAPTER),
                                                precision=precision.to_dict(), prefs=prefs.model_dump()))

@@ -10,10 +10,11 @@ import random
 from pathlib import Path
 
 from stages.lib import checkers
+from stages.lib.context_window import check_prompts_fit
 from stages.lib.errors import UserError, stage_main
 from stages.lib.generation import GenerationSettings, generate
 from stages.lib.io import atomic_dir, remove_outputs, write_json_atomic, write_jsonl_atomic
-from stages.lib.manifest import build_manifest
+from stages.lib.manifest import build_manifest, environment
 from stages.lib.model_session import open_model, precision_for
 from stages.lib.params import load_params
 from stages.lib.prompts import Shot, as_completion, few_shot_prompt, pick_shots, stop_strings, zero_shot_prompt
@@ -77,6 +78,9 @@ def main() -> None:
             model = None
         settings = GenerationSettings(gen.max_new_tokens, gen.temperature, gen.top_p, gen.repetition_penalty,
                                       gen.batch_size, gen.seed)
+        if model is not None:
+            check_prompts_fit(model, tokenizer, prompts, gen.max_new_tokens, budget_key="generate.max_new_tokens",
+                              source=f"{TRAIN} (as few-shot prompts)", keys=[i.key for i in instructions])
         samples = (generate(model, tokenizer, prompts, settings, stop_strings=stop_strings(gen.delimiter),
                             num_samples=gen.k, desc="generate_sft")
                    if model is not None else [[] for _ in prompts])
@@ -104,7 +108,7 @@ def main() -> None:
     if not records:
         raise UserError(f"{TRAIN}: no instruction produced a valid response; no data written "
                         "(raise generate.k or generate.max_new_tokens, or enable generate.placeholder_fallback)")
-    qc |= {"wall_s": run.wall_s, "peak_rss_mb": run.peak_rss_mb,
+    qc |= {"wall_s": run.wall_s, "peak_rss_mb": run.peak_rss_mb, "environment": environment(),
            "tokens_per_s": round(qc["generated_tokens"] / run.wall_s, 1) if run.wall_s else 0.0}
     manifest = build_manifest(model=_model_identity(), precision=precision.to_dict(), generation=gen.model_dump(),
                               sampling=SAMPLING_SCHEME, n_records=len(records))

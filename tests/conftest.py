@@ -26,12 +26,13 @@ def tiny_base(tiny_hf_dir, tmp_path) -> Path:
     return base
 
 
-def run_stage(module: str, cwd: Path, *args: str, timeout: int = 600):
-    """Run ``python -m stages.<module>`` in ``cwd`` as DVC would, with the project importable."""
+def run_stage(module: str, cwd: Path, *args: str, timeout: int = 600, env: dict | None = None):
+    """Run ``python -m stages.<module>`` in ``cwd`` as DVC would, with the project importable (``env``: extra
+    environment variables)."""
     import os
     import subprocess
 
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = dict(os.environ, **(env or {}), PYTHONPATH=str(ROOT))
     return subprocess.run(
         [sys.executable, "-m", f"stages.{module}", *args],
         cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
@@ -94,7 +95,7 @@ def tiny_pipeline(tiny_hf_dir, tmp_path_factory) -> Path:
     return project
 
 
-PROJECT_FILES = ("dvc.yaml", "params.yaml", ".dvcignore", "stages", *DATA_FILES)
+PROJECT_FILES = ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", "stages", "configs/accelerate", *DATA_FILES)
 
 
 def dvc_env() -> dict:

@@ -367,41 +367,23 @@ def test_killed_training_leaves_nothing_valid(work_repo, tmp_path, capsys):
 
 # --- 6. Large artifacts -------------------------------------------------------------------------------
 
-def test_hub_base_model_is_pinned_not_copied(tiny_hf_dir, tmp_path, monkeypatch):
-    """prepare_base with a Hub id records id@revision and fetches only config and tokenizer: models/base
-    holds no weights, so a large model never enters the DVC cache. The hub is unreachable here, so
-    transformers' from_pretrained is pointed at the tiny model's directory."""
-    import transformers
-    import yaml
+def test_hub_base_model_is_pinned_not_copied(tiny_hf_dir, tmp_path):
+    """prepare_base with a Hub id records id@commit and fetches only config and tokenizer: models/base holds
+    no weights, so a large model never enters the DVC cache. The hub is unreachable here, so the tiny model
+    sits in a Hugging Face cache laid out as a download leaves it, read offline (HF_HUB_OFFLINE=1)."""
+    from conftest import run_stage, write_params
+    from tiny_model import fake_hub_cache
 
-    from stages import prepare_base
-
-    asked = []
-
-    def redirect(loader):
-        original = loader.from_pretrained
-
-        def from_pretrained(name, *args, revision=None, **kwargs):
-            asked.append((loader.__name__, name, revision))
-            return original(tiny_hf_dir, *args, **kwargs)
-        return from_pretrained
-
-    for loader in (transformers.AutoConfig, transformers.AutoTokenizer):
-        monkeypatch.setattr(loader, "from_pretrained", redirect(loader))
-    params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
-    params["model"].update(name_or_path="HuggingFaceTB/SmolLM2-135M", revision="0123456789abcdef")
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    monkeypatch.chdir(tmp_path)
-
-    prepare_base.main()
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    cache = fake_hub_cache(tmp_path / "hf", tiny_hf_dir, "HuggingFaceTB/SmolLM2-135M", commit, refs={"v1.0": commit})
+    write_params(tmp_path, model={"name_or_path": "HuggingFaceTB/SmolLM2-135M", "revision": "v1.0"})
+    result = run_stage("prepare_base", tmp_path, env={"HF_HOME": str(cache), "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
 
     base = tmp_path / "models/base"
     manifest = json.loads((base / "base.json").read_text())
     assert (manifest["source"], manifest["name_or_path"], manifest["revision"], manifest["weights"]) == (
-        "hub", "HuggingFaceTB/SmolLM2-135M", "0123456789abcdef", "hub")
-    hub_calls = {call for call in asked if call[1] == "HuggingFaceTB/SmolLM2-135M"}
-    assert hub_calls == {(loader, "HuggingFaceTB/SmolLM2-135M", "0123456789abcdef")
-                         for loader in ("AutoConfig", "AutoTokenizer")}
+        "hub", "HuggingFaceTB/SmolLM2-135M", commit, "hub")
     weights = [p.name for p in base.rglob("*") if p.suffix in {".safetensors", ".bin", ".pt", ".pth", ".gguf"}]
     assert weights == [] and (base / "config.json").is_file()
     assert sum(p.stat().st_size for p in base.rglob("*") if p.is_file()) < 1_000_000
