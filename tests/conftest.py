@@ -55,14 +55,16 @@ def write_params(directory: Path, **sections) -> Path:
 
 
 # Settings that make every stage run in seconds on the tiny model. Generation from a random model
-# is gibberish, so placeholders are allowed and preference margins may be zero.
+# is gibberish, so placeholders are allowed and preference margins may be zero. The tiny tokenizer has
+# 400 tokens, so a zero-shot prompt is about 200 tokens: max_length must hold it with its completion
+# (train_sft refuses a record that truncation would leave without a completion token).
 TINY_SETTINGS = {
     "instructions": {"n_train": 16, "n_eval": 8},
     "generate": {"k": 2, "max_new_tokens": 12, "batch_size": 8, "placeholder_fallback": True,
                  "max_placeholder_rate": 1.0},
-    "sft": {"max_steps": 2, "batch_size": 4, "max_length": 128, "eval_fraction": 0.25},
+    "sft": {"max_steps": 2, "batch_size": 4, "max_length": 512, "eval_fraction": 0.25},
     "prefs": {"n_samples": 2, "max_new_tokens": 12, "batch_size": 8, "min_margin": 0.0},
-    "dpo": {"max_steps": 2, "batch_size": 4, "max_length": 128},
+    "dpo": {"max_steps": 2, "batch_size": 4, "max_length": 512},
     "eval": {"max_new_tokens": 12, "batch_size": 8},
     "report": {"bootstrap_samples": 200},
 }

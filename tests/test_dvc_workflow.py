@@ -21,8 +21,8 @@ import psutil
 import pytest
 from conftest import dvc_env, sh, stages_run
 from dvc_repos import (
-    ALL_STAGES, check_rerun_was_exact, copy_repo, downstream_closure, queue_statuses, queued_grid, read_lock,
-    reproduced_repo, say, set_param, snapshot, status,
+    ALL_STAGES, check_rerun_was_exact, copy_repo, downstream_closure, experiments_of, queue_statuses, queued_grid,
+    read_lock, reproduced_repo, say, set_param, snapshot, status,
 )
 from tiny_model import build_tiny_model
 
@@ -106,6 +106,9 @@ ROWS = {
                                real=True),
     "stages/launch.py": Row(_append_comment("stages/launch.py"), frozenset({"train_sft", "train_dpo"}),
                             frozenset({"build_prefs", "evaluate@sft", "evaluate@dpo", "report"})),
+    "configs/accelerate (a training config)": Row(
+        _append_comment("configs/accelerate/ddp.yaml"), frozenset({"train_sft", "train_dpo"}),
+        frozenset({"build_prefs", "evaluate@sft", "evaluate@dpo", "report"})),
     "stages/lib (a component)": Row(_append_comment("stages/lib/io.py"), frozenset(ALL_STAGES), frozenset()),
     "data/tasks.jsonl (a train task)": Row(
         _edit_task("train"), frozenset({"make_instructions"}),
@@ -232,26 +235,6 @@ def test_misspelt_param_key_is_refused(work_repo):
 @pytest.fixture(scope="session")
 def grid(tmp_path_factory, reproduced):
     return queued_grid(tmp_path_factory, reproduced)
-
-
-def experiments_of(show: list) -> dict[str, dict]:
-    """name -> data, for every experiment in `dvc exp show --json`."""
-    found = {}
-
-    def walk(node):
-        if isinstance(node, dict):
-            if node.get("name") and isinstance(node.get("data"), dict) and node["data"].get("params") is not None \
-                    and node.get("rev") != "workspace":
-                found[node["name"]] = node["data"]
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    for baseline in show:
-        walk(baseline.get("experiments") or [])
-    return found
 
 
 def test_queued_grid_runs_every_experiment(grid, capsys):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, dvc_env, sh
+from conftest import ROOT, sh
 
 from stages.lib import io
 
