@@ -92,7 +92,8 @@ def test_a_kill_during_prepare_base_loses_nothing(work_repo, tmp_path, capsys):
     timings = {"metrics/prepare_base.json", "dvc.lock"}
     assert {p: h for p, h in snapshot(repo).items() if p not in timings} == \
         {p: h for p, h in original.items() if p not in timings}
-    assert read_lock(repo)["prepare_base"]["outs"] == yaml.safe_load(lock_text)["stages"]["prepare_base"]["outs"]
+    base_out = [o for o in read_lock(repo)["prepare_base"]["outs"] if o["path"] == "models/base"]
+    assert base_out == [o for o in yaml.safe_load(lock_text)["stages"]["prepare_base"]["outs"] if o["path"] == "models/base"]
     assert status(repo) == {}
     say(capsys, f"killed prepare_base left {leftovers[0].name}; the rerun removed it")
 
@@ -208,13 +209,16 @@ def test_queued_learning_rate_grid_runs_two_at_a_time(reproduced, tmp_path, caps
     names = re.findall(r"Queued experiment '([^']+)'", queued.stdout + queued.stderr)
     assert len(names) == 2, queued.stdout + queued.stderr
     start = time.monotonic()
-    sh(repo, "dvc", "queue", "start", "-j", "2")
-    most_at_once = 0
+    # Not through a pipe: the workers it starts keep their inherited output open until the queue is done.
+    assert _dvc(repo, "queue", "start", "-j", "2", log=tmp_path / "queue.log").wait(timeout=120) == 0
+    most_at_once, timeline = 0, []
     try:
         while time.monotonic() < start + 1500:
-            most_at_once = max(most_at_once, _experiments_running(repo))
+            running = _experiments_running(repo)
+            most_at_once = max(most_at_once, running)
             text = sh(repo, "dvc", "queue", "status").stdout
             states = queue_statuses(text)
+            timeline.append((round(time.monotonic() - start), running, states))
             if len(states) >= 2 and not {"Queued", "Running"} & set(states):
                 break
             time.sleep(1)
@@ -227,7 +231,7 @@ def test_queued_learning_rate_grid_runs_two_at_a_time(reproduced, tmp_path, caps
             time.sleep(0.5)
     assert queue_statuses(text) == ["Success", "Success"], text + "".join(
         sh(repo, "dvc", "queue", "logs", n, check=False).stdout[-2000:] for n in names)
-    assert most_at_once == 2, "the two experiments never ran at the same time"
+    assert most_at_once == 2, f"the two experiments never ran at the same time: {timeline}"
     exps = experiments_of(json.loads(sh(repo, "dvc", "exp", "show", "--json").stdout))
     rates = {n: exps[n]["params"]["params.yaml"]["data"]["sft"]["learning_rate"] for n in names}
     assert sorted(rates.values()) == [1e-05, 2e-05], rates
