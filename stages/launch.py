@@ -23,17 +23,21 @@ SECTIONS = {"train_sft": "sft", "train_dpo": "dpo"}
 CONFIG_DIR = Path("configs/accelerate")
 
 
-def launch_command(stage: str, accelerate_config: str | None, machines: int = 1) -> list[str]:
+def launch_command(stage: str, accelerate_config: str | None, settings: dict | None = None) -> list[str]:
     module = f"stages.{stage}"
     if accelerate_config is None:
         return [sys.executable, "-m", module]
-    port = ["--main_process_port", "0"] if machines <= 1 else []  # 0: accelerate asks the system for a free port
+    settings = settings or {}
+    # 0: accelerate asks the system for a free port. Several machines must agree on theirs (the config's);
+    # `use_cpu` configs go through accelerate's simple launcher, which does not translate 0.
+    free_port = int(settings.get("num_machines", 1)) <= 1 and not settings.get("use_cpu", False)
+    port = ["--main_process_port", "0"] if free_port else []
     return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", accelerate_config, *port,
             "-m", module]
 
 
-def check_config(key: str, config: str) -> int:
-    """The config's number of machines, once it is known to be a tracked file that parses."""
+def read_config(key: str, config: str) -> dict:
+    """An accelerate config, once it is known to be a tracked file that parses."""
     path = Path(config)
     if not path.is_file():
         raise UserError(f"{key}: {config}: file not found (see configs/accelerate/)")
@@ -43,7 +47,7 @@ def check_config(key: str, config: str) -> int:
     settings = read_yaml(path)
     if not isinstance(settings, dict):
         raise UserError(f"{key}: {config}: expected an accelerate config (a mapping)")
-    return int(settings.get("num_machines", 1))
+    return settings
 
 
 @stage_main
@@ -54,8 +58,8 @@ def main(argv: list[str] | None = None) -> None:
     stage = args[0]
     section = SECTIONS[stage]
     config = getattr(load_params(), section).accelerate_config
-    machines = check_config(f"{section}.accelerate_config", config) if config is not None else 1
-    command = launch_command(stage, config, machines)
+    settings = read_config(f"{section}.accelerate_config", config) if config is not None else None
+    command = launch_command(stage, config, settings)
     sys.stdout.flush()
     os.execv(command[0], command)  # the stage replaces this process: signals and exit status pass through
 

@@ -18,8 +18,8 @@ from stages.lib.params import load_params
 from stages.lib.records import PreferencePair, read_jsonl
 from stages.lib.runinfo import measured
 from stages.lib.training import (
-    ScratchDir, check_finite, dvclive_callback, finite_loss_guard, gather_adapter, is_main_process, save_adapter,
-    summarize_training,
+    ScratchDir, check_finite, dvclive_callback, finite_loss_guard, gather_adapter, is_main_process, publish_curves,
+    save_adapter, summarize_training,
 )
 
 DATA = Path("data/prefs/pairs.jsonl")
@@ -62,12 +62,14 @@ def main() -> None:
         model = apply_adapters(model, setup.start_adapters, merge_all=True)
         trainer = DPOTrainer(
             model=model, ref_model=None, args=DPOConfig(**setup.config_kwargs), train_dataset=Dataset.from_list(pairs),
-            processing_class=tokenizer, peft_config=setup.lora, callbacks=[dvclive_callback(LIVE), finite_loss_guard()],
+            processing_class=tokenizer, peft_config=setup.lora,
+            callbacks=[dvclive_callback(Path(scratch) / "live"), finite_loss_guard()],
         )
         trainer.train()
+        check_finite(trainer, "dpo")
+        weights = gather_adapter(trainer)  # every process: under FSDP / ZeRO-3 each holds only a shard
+        publish_curves(trainer, Path(scratch) / "live", LIVE)  # only now: a failed run leaves no partial curves
 
-    check_finite(trainer, "dpo")
-    weights = gather_adapter(trainer)  # every process: under FSDP / ZeRO-3 each holds only a shard
     if not is_main_process(trainer):
         return
     token_counts = [{"input_ids": [0] * n} for n in _pair_lengths(tokenizer, pairs, params.dpo.max_length)]

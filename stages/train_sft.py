@@ -20,7 +20,7 @@ from stages.lib.runinfo import measured
 from stages.lib.sft_tokenize import tokenize_records
 from stages.lib.training import (
     ScratchDir, check_finite, dvclive_callback, finite_loss_guard, gather_adapter, is_main_process, lora_config,
-    save_adapter, sft_config, summarize_training,
+    publish_curves, save_adapter, sft_config, summarize_training,
 )
 
 DATA = Path("data/sft/train.jsonl")
@@ -59,14 +59,15 @@ def main() -> None:
         trainer = SFTTrainer(
             model=model, args=args, processing_class=tokenizer, peft_config=lora_config(sft.lora),
             train_dataset=Dataset.from_list(train_set), eval_dataset=Dataset.from_list(eval_set) if eval_set else None,
-            callbacks=[dvclive_callback(LIVE), finite_loss_guard()],
+            callbacks=[dvclive_callback(Path(scratch) / "live"), finite_loss_guard()],
         )
         eval_before = trainer.evaluate()["eval_loss"] if eval_set else None
         trainer.train()
         eval_after = trainer.evaluate()["eval_loss"] if eval_set else None
+        check_finite(trainer, "sft")
+        weights = gather_adapter(trainer)  # every process: under FSDP / ZeRO-3 each holds only a shard
+        publish_curves(trainer, Path(scratch) / "live", LIVE)  # only now: a failed run leaves no partial curves
 
-    check_finite(trainer, "sft")
-    weights = gather_adapter(trainer)  # every process: under FSDP / ZeRO-3 each holds only a shard
     if not is_main_process(trainer):
         return
     metrics = summarize_training(trainer, train_set, run) | {"eval_loss_before": eval_before, "eval_loss_after": eval_after,

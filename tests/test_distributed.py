@@ -50,9 +50,11 @@ def test_two_sft_runs_under_accelerate_ddp_at_once(tiny_pipeline, tmp_path):
 
 
 def test_one_machine_runs_ask_for_a_free_port():
-    command = launch_command("train_sft", "configs/accelerate/cpu_ddp.yaml", machines=1)
+    cpu_ddp = yaml.safe_load((ROOT / "configs/accelerate/cpu_ddp.yaml").read_text())
+    command = launch_command("train_sft", "configs/accelerate/cpu_ddp.yaml", cpu_ddp)
     assert command[command.index("--main_process_port") + 1] == "0"
-    assert "--main_process_port" not in launch_command("train_sft", "configs/accelerate/ddp.yaml", machines=2)
+    several = yaml.safe_load((ROOT / "configs/accelerate/ddp.yaml").read_text()) | {"num_machines": 2}
+    assert "--main_process_port" not in launch_command("train_sft", "configs/accelerate/ddp.yaml", several)
     for path in (ROOT / "configs/accelerate").glob("*.yaml"):
         config = yaml.safe_load(path.read_text())
         assert config.get("num_machines", 1) > 1 or "main_process_port" not in config, path.name

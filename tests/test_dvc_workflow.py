@@ -265,18 +265,19 @@ LIVE_LOSS = "metrics/train_sft/plots/metrics/loss.tsv"
 
 def _start_repro(repo: Path, log: Path) -> subprocess.Popen:
     # Its own session, so that a signal to the group reaches dvc and its stage, never the test runner.
+    # Unbuffered, so that the trainer's step logs reach the log file as they happen.
     with log.open("w") as fh:
-        return subprocess.Popen(["dvc", "repro"], cwd=repo, env=dvc_env(), stdout=fh, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        return subprocess.Popen(["dvc", "repro"], cwd=repo, env=dict(dvc_env(), PYTHONUNBUFFERED="1"), stdout=fh,
+                                stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def _wait_until_training(proc: subprocess.Popen, repo: Path, started: float, timeout: float = 300) -> psutil.Process:
-    """The train_sft process, once it has logged at least one training step through DVCLive."""
-    loss = repo / LIVE_LOSS
+def _wait_until_training(proc: subprocess.Popen, log: Path, timeout: float = 300) -> psutil.Process:
+    """The train_sft process, once the trainer has logged at least one training step. (The curves appear in
+    the repo only when training has succeeded, so the log is where a step shows.)"""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert proc.poll() is None, "dvc repro ended before training started"
-        if loss.exists() and loss.stat().st_mtime >= started and len(loss.read_text().splitlines()) >= 2:
+        if "{'loss':" in log.read_text(errors="replace"):
             for child in psutil.Process(proc.pid).children(recursive=True):
                 try:
                     if "stages.train_sft" in " ".join(child.cmdline()):
@@ -292,6 +293,7 @@ def _assert_nothing_valid(repo: Path, lock_text: str) -> None:
     changed = status(repo)
     assert "train_sft" in changed, changed
     assert not (repo / "models/sft").exists() and not (repo / "metrics/train_sft.json").exists()
+    assert not (repo / LIVE_LOSS).exists(), "an interrupted run left partial training curves"
     leftovers = [p for p in snapshot(repo) if re.search(r"(^|/)\.[^/]+\.(tmp|old)(/|$)", p)]
     assert leftovers == [], leftovers
 
@@ -309,10 +311,9 @@ def test_killed_training_leaves_nothing_valid(work_repo, tmp_path, capsys):
     before = read_lock(repo)
     assert set(status(repo)) == {"train_sft"}
 
-    started = time.time()
     proc = _start_repro(repo, tmp_path / "term.log")
     try:
-        _wait_until_training(proc, repo, started).send_signal(signal.SIGTERM)
+        _wait_until_training(proc, tmp_path / "term.log").send_signal(signal.SIGTERM)
         proc.wait(timeout=120)
     finally:
         if proc.poll() is None:
@@ -323,10 +324,9 @@ def test_killed_training_leaves_nothing_valid(work_repo, tmp_path, capsys):
     assert proc.returncode != 0 and re.search(r"exited with (-15|143)\b", log), log[-2000:]
     _assert_nothing_valid(repo, lock_text)
 
-    started = time.time()
     proc = _start_repro(repo, tmp_path / "kill.log")
     try:
-        _wait_until_training(proc, repo, started)
+        _wait_until_training(proc, tmp_path / "kill.log")
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=60)
     finally:

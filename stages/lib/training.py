@@ -98,6 +98,22 @@ def dvclive_callback(directory: str | Path):
     return DVCLiveCallback(live=Live(dir=str(directory), dvcyaml=None, save_dvc_exp=False, report=None))
 
 
+def publish_curves(trainer, staged: str | Path, live: Path) -> None:
+    """Move the curves DVCLive wrote into ``staged`` (a scratch folder) to ``live``, where dvc.yaml's plots
+    point, once training has succeeded: a run that fails or is killed leaves no partial curves behind."""
+    from .io import atomic_dir, write_text_atomic
+
+    if not is_main_process(trainer):
+        return
+    staged, plots = Path(staged), Path("plots") / "metrics"
+    with atomic_dir(live / plots) as tmp:
+        if (staged / plots).is_dir():
+            shutil.copytree(staged / plots, tmp, dirs_exist_ok=True)
+    for name in ("metrics.json", "params.yaml"):
+        if (staged / name).is_file():
+            write_text_atomic(live / name, (staged / name).read_text(encoding="utf-8"))
+
+
 def finite_loss_guard():
     """A trainer callback that stops training at the first logged loss that is NaN or infinite (every later
     step would only spread it through the weights); ``check_finite`` then refuses to save anything."""
