@@ -1,10 +1,10 @@
 """Compare one model's evaluation at two revisions: did a change to the pipeline help?
 
-    python -m stages.compare REV_A REV_B [--model dpo] [--repo .]
+    python -m stages.compare REV_A REV_B [--model dpo] [--suite test] [--repo .]
 
 Each revision may be anything DVC resolves: a commit, branch or tag, or a DVC experiment name
 (``dvc.api.open`` resolves experiment names through ``dvc.scm.resolve_rev``). The file
-``data/eval/<model>/outcomes.jsonl`` is read at both revisions, whether Git or DVC tracks it,
+``data/eval/<model>-<suite>.jsonl`` is read at both revisions, whether Git or DVC tracks it,
 and compared prompt by prompt as "REV_B vs REV_A" (a positive diff means REV_B is better).
 Bootstrap settings are the schema defaults of the ``report`` params (``ReportParams``).
 Exits with status 2 and one line on stderr when a revision or the file is missing, or the
@@ -24,7 +24,7 @@ from stages.lib.eval_metrics import PROMPT_MEASURES, align_outcomes
 from stages.lib.params import ReportParams
 from stages.lib.records import EvalOutcome
 from stages.lib.stats import paired_comparison
-from stages.report import MODELS, outcomes_path
+from stages.lib.paths import MODELS, outcomes_path
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -35,6 +35,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("rev_a", metavar="REV_A", help="baseline revision (commit, branch, tag or experiment name)")
     parser.add_argument("rev_b", metavar="REV_B", help="revision compared against REV_A")
     parser.add_argument("--model", choices=MODELS, default="dpo", help="which model's outcomes (default: dpo)")
+    parser.add_argument("--suite", default="test", help="which suite's outcomes (default: test)")
     parser.add_argument("--repo", default=".", help="path or URL of the DVC repository (default: .)")
     return parser.parse_args(argv)
 
@@ -55,9 +56,9 @@ def parse_outcomes(text: str, where: str) -> list[EvalOutcome]:
     return records
 
 
-def read_outcomes(repo: str, rev: str, model: str) -> list[EvalOutcome]:
-    """Read and check ``data/eval/<model>/outcomes.jsonl`` as it was at ``rev``."""
-    path = outcomes_path(model).as_posix()
+def read_outcomes(repo: str, rev: str, model: str, suite: str) -> list[EvalOutcome]:
+    """Read and check ``data/eval/<model>-<suite>.jsonl`` as it was at ``rev``."""
+    path = outcomes_path(model, suite).as_posix()
     try:
         with dvc.api.open(path, repo=repo, rev=rev, encoding="utf-8") as fh:
             text = fh.read()
@@ -66,7 +67,7 @@ def read_outcomes(repo: str, rev: str, model: str) -> list[EvalOutcome]:
     except PathMissingError:
         raise UserError(
             f"{path} is missing at revision {rev!r}: Git does not hold it, and neither does the DVC cache "
-            f"(was the {model} model evaluated there? if so, fetch its data with `dvc pull` or `dvc exp pull`)"
+            f"(was the {model} model evaluated on {suite} there? if so, fetch its data with `dvc pull` or `dvc exp pull`)"
         ) from None
     except (DvcException, OSError) as exc:
         raise UserError(f"could not read {path} at revision {rev!r} in {repo}: {exc}") from None
@@ -92,8 +93,8 @@ def format_table(results: dict[str, dict], confidence: float) -> str:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     runs = {
-        f"REV_A ({args.rev_a})": read_outcomes(args.repo, args.rev_a, args.model),
-        f"REV_B ({args.rev_b})": read_outcomes(args.repo, args.rev_b, args.model),
+        f"REV_A ({args.rev_a})": read_outcomes(args.repo, args.rev_a, args.model, args.suite),
+        f"REV_B ({args.rev_b})": read_outcomes(args.repo, args.rev_b, args.model, args.suite),
     }
     keys, aligned = align_outcomes(runs)
     a_run, b_run = aligned.values()
@@ -108,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         for measure in PROMPT_MEASURES
     }
-    print(f"{args.model}: B = {args.rev_b} vs A = {args.rev_a}, {len(keys)} prompts (diff = B - A)")
+    print(f"{args.model} on {args.suite}: B = {args.rev_b} vs A = {args.rev_a}, {len(keys)} prompts (diff = B - A)")
     print(format_table(results, 1.0 - settings.alpha))
     print("An interval containing 0 means no detectable difference; b = prompts only A got right, c = only B.")
 

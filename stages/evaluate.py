@@ -1,14 +1,13 @@
-"""Stage evaluate@{base,sft,dpo}: one model, in its own process, on the held-out IFEval-format prompts.
+"""Stage evaluate@<model>-<suite>: one model, in its own process, on one held-out suite of IFEval-format prompts.
 
-Recipe: read the eval prompts (any JSONL in IFEval's input format); set aside prompts with ids we
-cannot check, counted; load a fresh base with this model's adapters; greedy-decode every prompt in
-the same completion format and precision as the other models; score strict and loose; write the
-per-prompt outcomes (for paired statistics) and metrics/eval/<model>.json.
+Recipe: read the suite (data/suites/<suite>.jsonl: any JSONL in IFEval's input format); set aside prompts
+with ids we cannot check, counted; load a fresh base with this model's adapters; greedy-decode every prompt
+in the same completion format and precision as the other models; score strict and loose; write the
+per-prompt outcomes (for paired statistics) and metrics/eval/<model>-<suite>.json.
 """
 from __future__ import annotations
 
 import argparse
-import json
 from collections import Counter
 from pathlib import Path
 
@@ -22,44 +21,50 @@ from stages.lib.io import remove_outputs, write_json_atomic, write_jsonl_atomic
 from stages.lib.manifest import environment
 from stages.lib.model_session import open_model
 from stages.lib.params import load_params
+from stages.lib.paths import MODELS, eval_metrics_path, outcomes_path, suite_path
 from stages.lib.prompts import stop_strings, zero_shot_prompt
 from stages.lib.records import EvalOutcome, Instruction, read_jsonl
 from stages.lib.runinfo import measured
 
-MODELS = ("base", "sft", "dpo")
-
 
 def adapters_for(model: str) -> list[Path]:
-    """The adapters that make ``model``, read from what training wrote (DPO's manifest names its init)."""
+    """The adapters that make ``model`` on top of the base, in the order they are applied. Each model's
+    folder holds its whole stack: models/dpo keeps the adapter DPO started from (start/, when dpo.init=sft)
+    beside its own, so this model's evaluation depends on models/base and models/<model> only."""
     if model == "base":
         return []
-    if model == "sft":
-        return [Path("models/sft")]
-    manifest = Path("models/dpo/manifest.json")
-    if not manifest.is_file():
-        raise UserError(f"{manifest}: missing; run `dvc repro train_dpo`")
-    init = json.loads(manifest.read_text())["init"]
-    return ([Path("models/sft")] if init == "sft" else []) + [Path("models/dpo")]
+    folder = Path("models") / model
+    if not (folder / "adapter_config.json").is_file():
+        raise UserError(f"{folder}: the {model.upper()} adapter is missing; run `dvc repro train_{model}`")
+    start = folder / "start"
+    return ([start] if (start / "adapter_config.json").is_file() else []) + [folder]
 
 
-def split_supported(prompts: list[Instruction]) -> tuple[list[Instruction], Counter]:
-    """Prompts we can score in full, and a count of the unsupported ids that excluded the others."""
-    supported, unsupported = [], Counter()
+def split_supported(prompts: list[Instruction]) -> tuple[list[Instruction], Counter, list[dict]]:
+    """Prompts we can score in full; a count of the unsupported ids that excluded others; and the
+    prompts excluded because a checker cannot take their kwargs, each as {"key", "reason"}. One bad
+    prompt never stops the evaluation of the rest."""
+    supported, unsupported, invalid = [], Counter(), []
     for p in prompts:
         missing = [i for i in p.instruction_id_list if i not in checkers.SUPPORTED_IDS]
         if missing:
             unsupported.update(missing)
-        else:
+            continue
+        try:
             for iid, kw in zip(p.instruction_id_list, p.kwargs):
                 checkers.validate_kwargs(iid, {k: v for k, v in kw.items() if v is not None})
-            supported.append(p)
-    return supported, unsupported
+        except UserError as exc:
+            invalid.append({"key": p.key, "reason": str(exc)})
+            continue
+        supported.append(p)
+    return supported, unsupported, invalid
 
 
-def outcome(p: Instruction, response: str) -> dict:
+def outcome(p: Instruction, response: str, scoring: str = "ifeval") -> dict:
     kwargs = [{k: v for k, v in kw.items() if v is not None} for kw in p.kwargs]
-    strict = [checkers.check_strict(i, response, kw, p.prompt) for i, kw in zip(p.instruction_id_list, kwargs)]
-    loose = [checkers.check_loose(i, response, kw, p.prompt) for i, kw in zip(p.instruction_id_list, kwargs)]
+    pairs = list(zip(p.instruction_id_list, kwargs))
+    strict = [checkers.check_strict(i, response, kw, p.prompt, scoring=scoring) for i, kw in pairs]
+    loose = [checkers.check_loose(i, response, kw, p.prompt, scoring=scoring) for i, kw in pairs]
     return EvalOutcome(key=p.key, category=p.category, prompt=p.prompt, response=response,
                        instruction_id_list=p.instruction_id_list, strict=strict, loose=loose,
                        prompt_strict=all(strict), prompt_loose=all(loose)).model_dump(mode="json")
@@ -69,17 +74,19 @@ def outcome(p: Instruction, response: str) -> dict:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", choices=MODELS, required=True)
-    name = parser.parse_args(argv).model
+    parser.add_argument("--suite", required=True, help="a file data/suites/<suite>.jsonl")
+    args = parser.parse_args(argv)
+    name, suite = args.model, args.suite
     params = load_params()
-    out_file, metrics_file = Path(f"data/eval/{name}/outcomes.jsonl"), Path(f"metrics/eval/{name}.json")
+    out_file, metrics_file = outcomes_path(name, suite), eval_metrics_path(name, suite)
 
-    all_prompts = read_jsonl(params.eval.prompts, Instruction)
-    prompts, unsupported = split_supported(all_prompts)
+    all_prompts = read_jsonl(suite_path(suite), Instruction)
+    prompts, unsupported, invalid = split_supported(all_prompts)
     if not prompts:
-        raise UserError(f"{params.eval.prompts}: no prompt has only supported instruction ids "
-                        f"(unsupported: {dict(unsupported)})")
+        raise UserError(f"{suite_path(suite)}: no prompt can be scored (unsupported ids: {dict(unsupported)}; "
+                        f"kwargs the checkers cannot take: {invalid})")
     adapters = adapters_for(name)
-    remove_outputs(out_file.parent, metrics_file)
+    remove_outputs(out_file, metrics_file)
 
     with measured() as run:
         model, tokenizer, precision = open_model(params.model, adapters)
@@ -87,17 +94,20 @@ def main(argv: list[str] | None = None) -> None:
         settings = GenerationSettings(params.eval.max_new_tokens, batch_size=params.eval.batch_size)  # greedy
         texts = [zero_shot_prompt(p.prompt) for p in prompts]
         check_prompts_fit(model, tokenizer, texts, params.eval.max_new_tokens, budget_key="eval.max_new_tokens",
-                          source=params.eval.prompts, keys=[p.key for p in prompts])
+                          source=str(suite_path(suite)), keys=[p.key for p in prompts])
         samples = generate(model, tokenizer, texts, settings, stop_strings=stop_strings(delimiter),
-                           desc=f"evaluate@{name}")
-        outcomes = [outcome(p, clean(s[0].text, delimiter, s[0].hit_token_limit).text) for p, s in zip(prompts, samples)]
+                           desc=f"evaluate@{name}-{suite}")
+        outcomes = [outcome(p, clean(s[0].text, delimiter, s[0].hit_token_limit).text, params.eval.scoring)
+                    for p, s in zip(prompts, samples)]
         weights_mb = sum(t.numel() * t.element_size() for t in model.parameters()) / 2**20
 
     summary = summarize([EvalOutcome.model_validate(o) for o in outcomes])
     metrics = summary | {
         "model": name,
+        "suite": suite,
         "excluded_prompts": len(all_prompts) - len(prompts),
         "unsupported_ids": dict(sorted(unsupported.items())),
+        "invalid_kwargs": invalid,
         "precision": precision.to_dict(),
         "wall_s": run.wall_s,
         "peak_rss_mb": run.peak_rss_mb,
@@ -107,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
     write_jsonl_atomic(out_file, outcomes)
     write_json_atomic(metrics_file, metrics)
     overall = summary["overall"]
-    print(f"evaluate@{name}: prompt strict {overall['prompt_strict']['accuracy']:.1%}, loose "
+    print(f"evaluate@{name}-{suite}: prompt strict {overall['prompt_strict']['accuracy']:.1%}, loose "
           f"{overall['prompt_loose']['accuracy']:.1%} on {summary['n_prompts']} prompts "
           f"({metrics['excluded_prompts']} excluded); peak RSS {run.peak_rss_mb} MB; {run.wall_s} s")
 

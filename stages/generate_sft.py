@@ -1,8 +1,11 @@
-"""Stage generate_sft: the base model writes its own SFT data, checked by the instruction checkers.
+"""Stage generate_sft: the base model writes its own SFT data, and only verified responses are kept.
 
-Recipe: read the train instructions and our few-shot examples; build a few-shot completion prompt per
-instruction; sample k responses in batches; clean, validate and score each; keep the best valid one;
-gate on the QC figures; write prompt/completion JSONL for TRL, a manifest and metrics/sft_data.json.
+Recipe: read the train instructions, the curated tasks, the constraints and our few-shot examples; build a
+few-shot completion prompt per instruction, its examples chosen to show the constraints asked for; then
+the three routes of stages/lib/sft_routes.py, each used only where the one before found nothing that
+passes: adaptive best-of-k sampling, critique and revise, constraint back-translation. Every record says
+which route made it (``source``). Gate on the QC figures; write prompt/completion JSONL for TRL, a
+manifest and metrics/sft_data.json.
 """
 from __future__ import annotations
 
@@ -11,18 +14,25 @@ from pathlib import Path
 
 from stages.lib import checkers
 from stages.lib.context_window import check_prompts_fit
+from stages.lib.curated import read_constraints, read_tasks
 from stages.lib.errors import UserError, stage_main
 from stages.lib.generation import GenerationSettings, generate
 from stages.lib.io import atomic_dir, remove_outputs, write_json_atomic, write_jsonl_atomic
 from stages.lib.manifest import build_manifest, environment
 from stages.lib.model_session import open_model, precision_for
-from stages.lib.params import load_params
-from stages.lib.prompts import Shot, as_completion, few_shot_prompt, pick_shots, stop_strings, zero_shot_prompt
+from stages.lib.params import GenerateParams, load_params
+from stages.lib.prompts import Shot, as_completion, few_shot_prompt, pick_shots, revision_stop_strings, stop_strings, zero_shot_prompt
 from stages.lib.records import FewShotExample, Instruction, SftExample, read_jsonl
+from stages.lib.revision import revision_shots
 from stages.lib.runinfo import measured
-from stages.lib.sft_data import PLACEHOLDER_TEXT, best_valid, qc_metrics, score_samples
+from stages.lib.sft_data import PLACEHOLDER_TEXT, qc_metrics
+from stages.lib.sft_routes import (
+    Attempt, backtranslate_failures, best, passing_by_k, revise_failures, sample_until_pass,
+)
 
 TRAIN = Path("data/instructions/train.jsonl")
+TASKS = Path("data/tasks.jsonl")
+CONSTRAINTS = Path("data/constraints.yaml")
 FEWSHOT = Path("data/fewshot.jsonl")
 OUT_DIR = Path("data/sft")  # the DVC out: train.jsonl and manifest.json, written together or not at all
 OUT = OUT_DIR / "train.jsonl"
@@ -30,21 +40,32 @@ MANIFEST = OUT_DIR / "manifest.json"
 METRICS = Path("metrics/sft_data.json")
 # How a sample's randomness is drawn (stages/lib/generation.py). With it a float32 run's sample can be regenerated
 # from its record alone; a bfloat16 run reproduces as a whole (batch-dependent rounding), not sample by sample.
-SAMPLING_SCHEME = "per-row generator seeded by sha256(generate.seed, sample_index, generation_prompt)"
+SAMPLING_SCHEME = "per-row generator seeded by sha256(sample_seed, sample_index, generation_prompt)"
 
 
 def build_prompts(instructions: list[Instruction], shots: list[Shot], n_shots: int, delimiter: str, seed: int) -> list[str]:
     rng = random.Random(seed)  # drawn once, before generation; the stored prompt is this prompt
-    return [few_shot_prompt(i.prompt, pick_shots(shots, n_shots, i.prompt, rng), delimiter) for i in instructions]
+    return [few_shot_prompt(i.prompt, pick_shots(shots, n_shots, i.prompt, rng, i.instruction_id_list), delimiter)
+            for i in instructions]
 
 
-def to_example(instr: Instruction, generation_prompt: str, text: str, source: str, strict_score: float,
-               truncated: bool, sample_index: int) -> dict:
+def to_example(instr: Instruction, attempt: Attempt, source: str, original: Instruction | None = None) -> dict:
     return SftExample(
-        prompt=zero_shot_prompt(instr.prompt), completion=as_completion(text), generation_prompt=generation_prompt,
+        prompt=zero_shot_prompt(instr.prompt), completion=as_completion(attempt.cleaned.text),
+        generation_prompt=attempt.prompt, key=instr.key, instruction=instr.prompt,
+        instruction_id_list=instr.instruction_id_list, kwargs=instr.kwargs, category=instr.category, source=source,
+        strict_score=attempt.score.strict_fraction, truncated=attempt.cleaned.truncated, sample_seed=attempt.seed,
+        sample_index=attempt.index, task_id=instr.task_id,
+        original_instruction=original.prompt if original is not None else None,
+    ).model_dump(mode="json")
+
+
+def placeholder_example(instr: Instruction, prompt: str) -> dict:
+    return SftExample(
+        prompt=zero_shot_prompt(instr.prompt), completion=as_completion(PLACEHOLDER_TEXT), generation_prompt=prompt,
         key=instr.key, instruction=instr.prompt, instruction_id_list=instr.instruction_id_list, kwargs=instr.kwargs,
-        category=instr.category, source=source, strict_score=strict_score, truncated=truncated,
-        sample_index=sample_index,
+        category=instr.category, source="placeholder", strict_score=0.0, truncated=False, sample_seed=-1,
+        sample_index=-1, task_id=instr.task_id,
     ).model_dump(mode="json")
 
 
@@ -57,13 +78,40 @@ def check_instructions(instructions: list[Instruction]) -> None:
                 raise UserError(f"{TRAIN}: instruction key {instr.key}: {err}") from None
 
 
+def make_sampler(model, tokenizer, gen: GenerateParams, stops: list[str], desc: str):
+    def sampler(prompts: list[str], seed: int, n: int):
+        settings = GenerationSettings(gen.max_new_tokens, gen.temperature, gen.top_p, gen.repetition_penalty,
+                                      gen.batch_size, seed)
+        return generate(model, tokenizer, prompts, settings, stop_strings=stops, num_samples=n, desc=desc)
+    return sampler
+
+
+def check_gates(qc: dict, gen: GenerateParams, n_records: int) -> None:
+    if qc["failed_rate"] > gen.max_placeholder_rate:
+        raise UserError(
+            f"generate.max_placeholder_rate: {qc['failed_rate']:.0%} of instructions got no passing response "
+            f"({qc['placeholder_rate']:.0%} placeholders, {qc['n_dropped']} dropped), above the allowed "
+            f"{gen.max_placeholder_rate:.0%}; no data written")
+    if qc["kept"]["prompt_strict"] < gen.min_kept_pass_rate:
+        raise UserError(
+            f"generate.min_kept_pass_rate: only {qc['kept']['prompt_strict']:.1%} of kept records pass every "
+            f"constraint of their instruction strictly, below the required {gen.min_kept_pass_rate:.0%}; "
+            "no data written")
+    if not n_records:
+        raise UserError(f"{TRAIN}: no instruction produced a passing response; no data written "
+                        "(raise generate.k_max or generate.max_new_tokens, or enable generate.placeholder_fallback)")
+
+
 @stage_main
 def main() -> None:
     remove_outputs(OUT_DIR, METRICS)  # a failed run must not leave an earlier run's data looking current
     params = load_params()
     gen = params.generate
     instructions = read_jsonl(TRAIN, Instruction)
-    shots = [Shot(s.instruction, s.response) for s in read_jsonl(FEWSHOT, FewShotExample)]
+    tasks = {t.task_id: t for t in read_tasks(TASKS)}
+    config = read_constraints(CONSTRAINTS)
+    examples = read_jsonl(FEWSHOT, FewShotExample)
+    shots = [Shot(e.instruction, e.response, tuple(e.instruction_id_list)) for e in examples]
     check_instructions(instructions)
 
     with measured() as run:
@@ -76,38 +124,46 @@ def main() -> None:
                 raise
             print(f"generate_sft: model unavailable ({exc}); every record falls back to a placeholder")
             model = None
-        settings = GenerationSettings(gen.max_new_tokens, gen.temperature, gen.top_p, gen.repetition_penalty,
-                                      gen.batch_size, gen.seed)
         if model is not None:
             check_prompts_fit(model, tokenizer, prompts, gen.max_new_tokens, budget_key="generate.max_new_tokens",
                               source=f"{TRAIN} (as few-shot prompts)", keys=[i.key for i in instructions])
-        samples = (generate(model, tokenizer, prompts, settings, stop_strings=stop_strings(gen.delimiter),
-                            num_samples=gen.k, desc="generate_sft")
-                   if model is not None else [[] for _ in prompts])
 
-        records, kept, all_candidates = [], [], []
-        for instr, prompt, instr_samples in zip(instructions, prompts, samples):
-            candidates = score_samples(instr_samples, instr.instruction_id_list, instr.kwargs, instr.prompt, gen.delimiter)
-            all_candidates.append(candidates)
-            best = best_valid(candidates)
-            if best is not None:
-                records.append(to_example(instr, prompt, best.cleaned.text, "model", best.score.strict_fraction,
-                                          best.cleaned.truncated, best.index))
-                kept.append(best)
-            elif gen.placeholder_fallback:
-                records.append(to_example(instr, prompt, PLACEHOLDER_TEXT, "placeholder", 0.0, False, -1))
-                kept.append(None)
-        qc = qc_metrics(all_candidates, kept, [r["completion"] for r in records], gen.delimiter)
+        sampled = [[] for _ in instructions]
+        revised = [[] for _ in instructions]
+        translated = [None for _ in instructions]
+        if model is not None:
+            sampler = make_sampler(model, tokenizer, gen, stop_strings(gen.delimiter), "generate_sft: sample")
+            sampled = sample_until_pass(sampler, instructions, prompts, gen.k, gen.k_max, gen.seed, gen.delimiter)
+            drafts = [best(a) for a in sampled]
+            if gen.revise_rounds:
+                reviser = make_sampler(model, tokenizer, gen, revision_stop_strings(gen.delimiter), "generate_sft: revise")
+                pool = revision_shots(shots, {e.instruction: e.kwargs for e in examples}, gen.seed)
+                revised = revise_failures(reviser, instructions, drafts, pool, gen.n_shots, gen.revise_samples,
+                                          gen.revise_rounds, gen.seed, gen.delimiter)
+            if gen.backtranslate:
+                unresolved = [d if not any(a.passes for a in r) else None for d, r in zip(drafts, revised)]
+                translated = backtranslate_failures(instructions, unresolved, tasks, config,
+                                                    params.instructions.max_constraints, gen.seed)
 
-    # Without a valid model answer an instruction is either a placeholder or dropped; both count here.
-    if qc["failed_rate"] > gen.max_placeholder_rate:
-        raise UserError(
-            f"generate.max_placeholder_rate: {qc['failed_rate']:.0%} of instructions got no valid model response "
-            f"({qc['placeholder_rate']:.0%} placeholders, {qc['n_dropped']} dropped), above the allowed "
-            f"{gen.max_placeholder_rate:.0%}; no data written")
-    if not records:
-        raise UserError(f"{TRAIN}: no instruction produced a valid response; no data written "
-                        "(raise generate.k or generate.max_new_tokens, or enable generate.placeholder_fallback)")
+        records, sources = [], []
+        for instr, prompt, s, r, t in zip(instructions, prompts, sampled, revised, translated):
+            for source, attempts in (("model", s), ("revised", r)):
+                chosen = best(attempts)
+                if chosen is not None and chosen.passes:
+                    records.append(to_example(instr, chosen, source))
+                    break
+            else:
+                if t is not None:
+                    records.append(to_example(t.instruction, t.attempt, "backtranslated", original=instr))
+                elif gen.placeholder_fallback:
+                    records.append(placeholder_example(instr, prompt))
+                else:
+                    continue
+            sources.append(records[-1]["source"])
+        qc = qc_metrics(sampled, revised, records, gen.delimiter)
+        qc["passing_by_k"] = passing_by_k(sampled, gen.k, gen.k_max) if model is not None else {}
+
+    check_gates(qc, gen, len(records))
     qc |= {"wall_s": run.wall_s, "peak_rss_mb": run.peak_rss_mb, "environment": environment(),
            "tokens_per_s": round(qc["generated_tokens"] / run.wall_s, 1) if run.wall_s else 0.0}
     manifest = build_manifest(model=_model_identity(), precision=precision.to_dict(), generation=gen.model_dump(),
@@ -116,10 +172,10 @@ def main() -> None:
         write_jsonl_atomic(tmp / OUT.name, records)
         write_json_atomic(tmp / MANIFEST.name, manifest)
     write_json_atomic(METRICS, qc)
-    print(f"generate_sft: kept {qc['n_kept']}/{qc['n_instructions']} ({qc['n_dropped']} dropped, "
-          f"placeholder rate {qc['placeholder_rate']:.0%}); strict prompt pass rate kept "
-          f"{qc['kept']['prompt_strict']:.0%} vs first sample {qc['first_sample']['prompt_strict']:.0%}; "
-          f"{qc['generated_tokens']} tokens in {run.wall_s} s")
+    by_source = ", ".join(f"{k} {v['n']}" for k, v in qc["by_source"].items())
+    print(f"generate_sft: kept {qc['n_kept']}/{qc['n_instructions']} ({by_source}; {qc['n_dropped']} dropped); "
+          f"kept data passes strictly: {qc['kept']['prompt_strict']:.1%}; first sample passes: "
+          f"{qc['first_sample']['prompt_strict']:.1%}; {qc['generated_tokens']} tokens in {run.wall_s} s")
 
 
 def _model_identity() -> dict:

@@ -3,54 +3,39 @@
     python -m stages.make_instructions
 
 Reads params.yaml (instructions), data/tasks.jsonl and data/constraints.yaml; writes
-data/instructions/train.jsonl and data/instructions/eval.jsonl. Tasks are split into disjoint pools
-before any constraint is attached, so no eval task (or near-duplicate of one) is ever trained on.
+data/instructions/train.jsonl and the two held-out suites data/suites/dev.jsonl (for choosing defaults)
+and data/suites/test.jsonl (never tuned on). Tasks are split into three disjoint pools before any
+constraint is attached, so no held-out task (or near-duplicate of one) is ever trained on, and dev and
+test share no task either.
 """
 from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
 
-import yaml
-
 from .lib import checkers, compose, self_instruct
+from .lib.curated import read_constraints, read_tasks
 from .lib.errors import UserError, stage_main
 from .lib.io import remove_outputs, write_jsonl_atomic
 from .lib.params import ModelParams, load_params
-from .lib.records import Instruction, Task, dump, read_jsonl
+from .lib.records import Instruction, Task, dump
 
 TASKS = Path("data/tasks.jsonl")
 CONSTRAINTS = Path("data/constraints.yaml")
 TRAIN_OUT = Path("data/instructions/train.jsonl")
-EVAL_OUT = Path("data/instructions/eval.jsonl")
+DEV_OUT = Path("data/suites/dev.jsonl")
+TEST_OUT = Path("data/suites/test.jsonl")
+OUTPUTS = (TRAIN_OUT, DEV_OUT, TEST_OUT)
 
 # Self-instruct sampling: varied proposals, a list continuation of a few items; a blank line ends the list.
 SELF_INSTRUCT_SETTINGS = dict(max_new_tokens=96, temperature=0.9, top_p=0.95, repetition_penalty=1.1, batch_size=16)
 SELF_INSTRUCT_STOPS = ("\n\n",)
 
-# Eval keys start at 1 (like IFEval's small ints), train keys far above, so keys are unique across both
-# files and each pool's keys do not move when the other pool's size changes.
-EVAL_KEY_BASE = 1
+# Test keys start at 1 (like IFEval's small ints), dev and train keys far above, so keys are unique across
+# the files and each pool's keys do not move when another pool's size changes.
+TEST_KEY_BASE = 1
+DEV_KEY_BASE = 500_001
 TRAIN_KEY_BASE = 1_000_001
-
-
-def read_tasks(path: Path) -> list[Task]:
-    tasks = read_jsonl(path, Task)
-    counts = Counter(t.task_id for t in tasks)
-    repeated = sorted(i for i, n in counts.items() if n > 1)
-    if repeated:
-        raise UserError(f"{path}: task_id must be unique; repeated: {', '.join(repeated[:10])}")
-    return tasks
-
-
-def read_constraints(path: Path) -> compose.ConstraintConfig:
-    if not path.is_file():
-        raise UserError(f"{path}: file not found")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise UserError(f"{path}: not valid YAML: {exc}") from None
-    return compose.parse_constraints(raw, checkers.SUPPORTED_IDS, source=str(path))
 
 
 def validate_records(records: list[Instruction], pool: str) -> None:
@@ -101,49 +86,56 @@ def model_generate_fn(model_params: ModelParams, seed: int, count: int) -> self_
 
 @stage_main
 def main() -> None:
-    remove_outputs(TRAIN_OUT, EVAL_OUT)
+    remove_outputs(*OUTPUTS)
     all_params = load_params()
     params = all_params.instructions
     tasks = read_tasks(TASKS)
     config = read_constraints(CONSTRAINTS)
 
     tasks, dropped = compose.dedupe_tasks(tasks, params.near_duplicate_threshold)
-    train_pool, eval_pool = compose.split_tasks(tasks, params.seed, params.eval_task_fraction)
+    train_pool, held_out = compose.split_tasks(tasks, params.seed, params.eval_task_fraction)
+    test_pool, dev_pool = compose.split_tasks(held_out, params.seed, params.dev_task_fraction)
     proposed: list[Task] = []
     if params.self_instruct_count > 0:
-        # Model-proposed tasks join the train pool only (never eval), after a near-duplicate filter against
-        # every curated task (eval pool included) and against each other.
+        # Model-proposed tasks join the train pool only (never dev or test), after a near-duplicate filter
+        # against every curated task (held-out pools included) and against each other.
         generate_fn = model_generate_fn(all_params.model, params.seed, params.self_instruct_count)
         proposed = self_instruct.generate_candidate_tasks(
             params, params.self_instruct_count, existing=tasks, generate_fn=generate_fn)
         train_pool += proposed
 
-    train = compose.compose_instructions(
-        train_pool, config, params.n_train, f"train:{params.seed}", params.max_constraints, TRAIN_KEY_BASE
-    )
-    evals = compose.compose_instructions(
-        eval_pool, config, params.n_eval, f"eval:{params.seed}", params.max_constraints, EVAL_KEY_BASE
-    )
-    validate_records(train, "train")
-    validate_records(evals, "eval")
-    texts = {t.task_id: t.text for t in train_pool + eval_pool}
-    compose.check_disjoint(train, evals, params.near_duplicate_threshold, task_texts=texts)
+    def compose_pool(pool: list[Task], n: int, name: str, key_base: int) -> list[Instruction]:
+        records = compose.compose_instructions(pool, config, n, f"{name}:{params.seed}", params.max_constraints, key_base)
+        validate_records(records, name)
+        return records
+
+    train = compose_pool(train_pool, params.n_train, "train", TRAIN_KEY_BASE)
+    dev = compose_pool(dev_pool, params.n_dev, "dev", DEV_KEY_BASE)
+    test = compose_pool(test_pool, params.n_test, "test", TEST_KEY_BASE)
+    texts = {t.task_id: t.text for t in train_pool + held_out}
+    for (a_name, a), (b_name, b) in (("train", train), ("dev", dev)), (("train", train), ("test", test)), \
+                                    (("dev", dev), ("test", test)):
+        try:
+            compose.check_disjoint(a, b, params.near_duplicate_threshold, task_texts=texts)
+        except UserError as err:
+            raise UserError(f"{a_name} vs {b_name}: {err}") from None
 
     try:
-        write_jsonl_atomic(EVAL_OUT, dump(evals))
-        write_jsonl_atomic(TRAIN_OUT, dump(train))
+        for path, records in zip(OUTPUTS, (train, dev, test)):
+            write_jsonl_atomic(path, dump(records))
     except BaseException:
-        remove_outputs(TRAIN_OUT, EVAL_OUT)  # both files or neither
+        remove_outputs(*OUTPUTS)  # all three files or none
         raise
 
-    print(f"tasks: {len(tasks)} kept, {len(dropped)} near-duplicates dropped; pools train {len(train_pool)} / eval {len(eval_pool)}")
+    print(f"tasks: {len(tasks)} kept, {len(dropped)} near-duplicates dropped; pools train {len(train_pool)} / "
+          f"dev {len(dev_pool)} / test {len(test_pool)}")
     if params.self_instruct_count > 0:
         print(f"self-instruct: {len(proposed)} of {params.self_instruct_count} requested tasks proposed by the model "
               "and kept after filtering")
     for task, twin in dropped:
         print(f"  dropped {task.task_id} (near-duplicate of {twin.task_id})")
-    print(summary(f"train -> {TRAIN_OUT}", train))
-    print(summary(f"eval  -> {EVAL_OUT}", evals))
+    for path, records in zip(OUTPUTS, (train, dev, test)):
+        print(summary(f"{path.stem} -> {path}", records))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from stages.lib.base_model import (
     BASE_MANIFEST, check_source, config_hash, inspect_source, pin_hub, runtime_choice, save_embedded, save_local,
 )
 from stages.lib.errors import stage_main
-from stages.lib.hardware import resolve_precision
+from stages.lib.hardware import resolve_precision, thread_count
 from stages.lib.io import atomic_dir, remove_outputs, write_json_atomic
 from stages.lib.manifest import build_manifest, environment
 from stages.lib.params import load_params
@@ -28,7 +28,8 @@ def main() -> None:
     params = load_params().model
     kind = check_source(params.name_or_path, params.revision, OUT)
     found = inspect_source(kind, params.name_or_path, params.revision, params.trust_remote_code)
-    runtime = runtime_choice(resolve_precision(params.dtype, params.quantization), params.attn_implementation)
+    runtime = runtime_choice(resolve_precision(params.dtype, params.quantization), params.attn_implementation,
+                             thread_count(params.threads))
     remove_outputs(OUT, METRICS)
     with measured() as run, atomic_dir(OUT) as tmp:
         if kind == "embedded":
@@ -40,8 +41,9 @@ def main() -> None:
         write_json_atomic(tmp / BASE_MANIFEST, build_manifest(**info, config_sha256=config_hash(tmp), runtime=runtime))
     write_json_atomic(METRICS, {"source": info["source"], "wall_s": run.wall_s, "peak_rss_mb": run.peak_rss_mb,
                                 "environment": environment()})
+    threads = f", {runtime['threads']} threads" if "threads" in runtime else ""
     print(f"prepare_base: {info['source']} model {info['name_or_path']} -> {OUT} ({runtime['dtype']} on "
-          f"{runtime['device']}, {runtime['attn_implementation']} attention; {run.wall_s} s, "
+          f"{runtime['device']}{threads}, {runtime['attn_implementation']} attention; {run.wall_s} s, "
           f"peak RSS {run.peak_rss_mb} MB)")
 
 

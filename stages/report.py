@@ -1,11 +1,12 @@
 """The ``report`` stage: how accurate base, SFT and DPO are, and whether the differences are real.
 
-Reads ``data/eval/{base,sft,dpo}/outcomes.jsonl``, checks the three runs evaluated the same
-prompts, and compares each pair on the same prompts (paired bootstrap interval, McNemar's test,
-Cohen's h), overall and per category with Benjamini-Hochberg adjusted p-values. Writes
-``metrics/report.json`` (every number), ``metrics/report.md`` (the tables a person reads) and
-``metrics/plots/category_accuracy.{csv,png}``. Stale outputs are removed first; inputs are then
-fully checked and every output rendered in memory before the first file is written, so bad
+For every suite in ``eval.suites`` reads ``data/eval/<model>-<suite>.jsonl`` of the three models, checks
+they evaluated the same prompts, and compares each pair on the same prompts (paired bootstrap interval,
+McNemar's test, Cohen's h), overall and per category with Benjamini-Hochberg adjusted p-values. Writes
+``metrics/report.json`` (every number: the headline suite, ``test``, at the top level, every other suite
+under ``suites``), ``metrics/report.md`` (the tables a person reads) and
+``metrics/plots/category_accuracy.{csv,png}`` (the headline suite). Stale outputs are removed first; inputs
+are then fully checked and every output rendered in memory before the first file is written, so bad
 inputs leave no outputs at all.
 
 Run as ``python -m stages.report``.
@@ -19,14 +20,14 @@ import tempfile
 from collections import defaultdict
 from pathlib import Path
 
-from stages.lib.errors import stage_main
+from stages.lib.errors import UserError, stage_main
 from stages.lib.eval_metrics import PROMPT_MEASURES, align_outcomes, summarize
 from stages.lib.io import remove_outputs, write_json_atomic, write_text_atomic
 from stages.lib.params import ReportParams, load_params
+from stages.lib.paths import MODELS, outcomes_path
 from stages.lib.records import EvalOutcome, read_jsonl
 from stages.lib.stats import benjamini_hochberg, paired_comparison
 
-MODELS = ("base", "sft", "dpo")
 # Each pair is (B, A), read "B vs A": a positive diff means B beats A.
 PAIRS = (("sft", "base"), ("dpo", "sft"), ("dpo", "base"))
 
@@ -36,8 +37,11 @@ OUT_CSV = Path("metrics/plots/category_accuracy.csv")
 OUT_PNG = Path("metrics/plots/category_accuracy.png")
 
 
-def outcomes_path(model: str) -> Path:
-    return Path("data/eval") / model / "outcomes.jsonl"
+HEADLINE_SUITE = "test"  # the suite nothing is tuned on; the others are reported beside it
+
+
+def headline(suites: list[str]) -> str:
+    return HEADLINE_SUITE if HEADLINE_SUITE in suites else suites[0]
 
 
 def compare_runs(a_run: list[EvalOutcome], b_run: list[EvalOutcome], settings: ReportParams) -> dict:
@@ -151,39 +155,61 @@ def _category_comparison_rows(comparisons: dict) -> list[list[str]]:
     return rows
 
 
+def _suite_section(name: str, suite: dict, level: str, note: str) -> list[str]:
+    return [
+        f"## Suite `{name}`: {suite['n_prompts']} prompts{note}",
+        "",
+        f"### Prompt-level accuracy ({level} Wilson intervals)",
+        "",
+        *_table(["model", "strict", "loose"], _model_rows(suite["models"])),
+        "",
+        "### Comparisons (B vs A)",
+        "",
+        *_table(
+            ["B vs A", "measure", "A", "B", f"diff pp [{level} CI]", "b / c", "McNemar p", "test", "h"],
+            _comparison_rows(suite["comparisons"]),
+        ),
+        "",
+        "### By category (p adjusted with Benjamini–Hochberg across categories)",
+        "",
+        *_table(
+            ["B vs A", "category", "n", "strict diff pp [CI]", "strict p (BH)", "loose diff pp [CI]", "loose p (BH)"],
+            _category_comparison_rows(suite["comparisons"]),
+        ),
+        "",
+    ]
+
+
+SUITE_NOTES = {
+    "test": " (held out, composed like the training prompts; nothing is tuned on it)",
+    "handwritten": " (held out, written by hand in other words than the training templates)",
+    "dev": " (held out; defaults are chosen on it, so it flatters them)",
+}
+
+
 def render_markdown(report: dict) -> str:
-    """Three tables: model accuracy, the pairwise comparisons, and the per-category comparisons."""
+    """Per suite, headline first: model accuracy, the pairwise comparisons, the per-category comparisons."""
     level = f"{100 * report['confidence']:g}%"
     lines = [
         "# Instruction-following report: base, SFT, DPO",
         "",
-        f"{report['n_prompts']} prompts · {level} intervals · paired bootstrap with "
-        f"{report['bootstrap_samples']} resamples (seed {report['seed']})",
+        f"{level} intervals · paired bootstrap with {report['bootstrap_samples']} resamples (seed {report['seed']})",
         "",
         "**How to read:** diff = accuracy(B) − accuracy(A) in percentage points; an interval that "
         f"contains 0 (or p ≥ {report['alpha']:g}) means no detectable difference on these prompts. "
         "b = prompts only A got right, c = prompts only B got right; "
         "h = Cohen's h (|h| ≈ 0.2 small, 0.5 medium, 0.8 large).",
         "",
-        f"## Prompt-level accuracy ({level} Wilson intervals)",
-        "",
-        *_table(["model", "strict", "loose"], _model_rows(report["models"])),
-        "",
-        "## Comparisons (B vs A)",
-        "",
-        *_table(
-            ["B vs A", "measure", "A", "B", f"diff pp [{level} CI]", "b / c", "McNemar p", "test", "h"],
-            _comparison_rows(report["comparisons"]),
-        ),
-        "",
-        "## By category (p adjusted with Benjamini–Hochberg across categories)",
-        "",
-        *_table(
-            ["B vs A", "category", "n", "strict diff pp [CI]", "strict p (BH)", "loose diff pp [CI]", "loose p (BH)"],
-            _category_comparison_rows(report["comparisons"]),
-        ),
     ]
-    return "\n".join(lines) + "\n"
+    for name, suite in all_suites(report).items():
+        lines += _suite_section(name, suite, level, SUITE_NOTES.get(name, ""))
+    return "\n".join(lines)
+
+
+def all_suites(report: dict) -> dict[str, dict]:
+    """Every suite's results, the headline first (it sits at the report's top level)."""
+    top = {k: report[k] for k in ("n_prompts", "models", "comparisons")}
+    return {report["suite"]: top, **report.get("suites", {})}
 
 
 def category_rows(report: dict) -> list[dict]:
@@ -252,20 +278,38 @@ def _write_bytes_atomic(path: Path, data: bytes) -> None:
 
 
 def print_summary(report: dict) -> None:
-    strict = {m: report["models"][m]["overall"]["prompt_strict"]["accuracy"] for m in MODELS}
-    print(f"report: {report['n_prompts']} prompts -> {OUT_MD}")
-    print("  prompt strict: " + "  ".join(f"{m} {_pct(acc)}" for m, acc in strict.items()))
-    for c in report["comparisons"].values():
-        o = c["prompt_strict"]["overall"]
-        print(f"  {c['model_b']} vs {c['model_a']}: {_diff_cell(o)} pp, McNemar p {_p(o['p_value'])} ({o['method']})")
+    print(f"report -> {OUT_MD}")
+    for name, suite in all_suites(report).items():
+        strict = {m: suite["models"][m]["overall"]["prompt_strict"]["accuracy"] for m in MODELS}
+        print(f"  {name} ({suite['n_prompts']} prompts), prompt strict: "
+              + "  ".join(f"{m} {_pct(acc)}" for m, acc in strict.items()))
+        for c in suite["comparisons"].values():
+            o = c["prompt_strict"]["overall"]
+            print(f"    {c['model_b']} vs {c['model_a']}: {_diff_cell(o)} pp, McNemar p {_p(o['p_value'])} ({o['method']})")
+
+
+def build_suites_report(suites: list[str], settings: ReportParams) -> dict:
+    """The headline suite's results at the top level, every other suite's under ``suites``."""
+    results = {}
+    for suite in suites:
+        runs = {model: read_jsonl(outcomes_path(model, suite), EvalOutcome) for model in MODELS}
+        try:
+            results[suite] = build_report(runs, settings)
+        except UserError as err:
+            raise UserError(f"suite {suite}: {err}") from None
+    main_suite = headline(suites)
+    report = {"suite": main_suite, **results.pop(main_suite)}
+    if results:
+        report["suites"] = {name: {k: r[k] for k in ("n_prompts", "models", "comparisons")} for name, r in results.items()}
+    return report
 
 
 @stage_main
 def main() -> None:
-    settings = load_params().report
+    params = load_params()
+    settings = params.report
     remove_outputs(OUT_JSON, OUT_MD, OUT_CSV, OUT_PNG)
-    runs = {model: read_jsonl(outcomes_path(model), EvalOutcome) for model in MODELS}
-    report = build_report(runs, settings)
+    report = build_suites_report(params.eval.suites, settings)
     rows = category_rows(report)
     markdown, table, png = render_markdown(report), render_csv(rows), render_png(rows, report["confidence"])
     write_json_atomic(OUT_JSON, report)

@@ -2,10 +2,12 @@
 
 Recipe: read the preference pairs; load a fresh base and merge the starting adapter into it if
 there is one; train a new LoRA adapter with TRL's DPOTrainer, the reference being the same weights
-with the adapter switched off; save the adapter with a manifest naming its init, curves, metrics.
+with the adapter switched off; save the adapter, with the adapter it started from under start/ (so
+models/dpo holds the whole model on top of the base), a manifest naming its init, curves, metrics.
 """
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from stages.lib.dpo_setup import dpo_setup
@@ -77,6 +79,8 @@ def main() -> None:
                | {"init": setup.init, "n_pairs": len(pairs), "environment": environment()})
     with atomic_dir(OUT) as tmp:
         save_adapter(trainer.model, tmp, weights)
+        for adapter in setup.start_adapters:  # the whole stack in one folder: evaluation reads models/dpo alone
+            shutil.copytree(adapter, tmp / "start", ignore=shutil.ignore_patterns("manifest.json"))
         write_json_atomic(tmp / "manifest.json", build_manifest(
             stage="train_dpo", init=setup.init, start_adapters=[str(a) for a in setup.start_adapters],
             reference=f"{setup.init} model (policy with the DPO adapter disabled)",

@@ -59,16 +59,16 @@ def write_params(directory: Path, **sections) -> Path:
 # 400 tokens, so a zero-shot prompt is about 200 tokens: max_length must hold it with its completion
 # (train_sft refuses a record that truncation would leave without a completion token).
 TINY_SETTINGS = {
-    "instructions": {"n_train": 16, "n_eval": 8},
-    "generate": {"k": 2, "max_new_tokens": 12, "batch_size": 8, "placeholder_fallback": True,
-                 "max_placeholder_rate": 1.0},
+    "instructions": {"n_train": 16, "n_dev": 6, "n_test": 8},
+    "generate": {"k": 2, "k_max": 2, "n_shots": 2, "max_new_tokens": 12, "batch_size": 8, "placeholder_fallback": True,
+                 "max_placeholder_rate": 1.0, "min_kept_pass_rate": 0.0},
     "sft": {"max_steps": 2, "batch_size": 4, "max_length": 512, "eval_fraction": 0.25},
     "prefs": {"n_samples": 2, "max_new_tokens": 12, "batch_size": 8, "min_margin": 0.0},
     "dpo": {"max_steps": 2, "batch_size": 4, "max_length": 512},
-    "eval": {"max_new_tokens": 12, "batch_size": 8},
+    "eval": {"max_new_tokens": 12, "batch_size": 8, "suites": ["test", "handwritten"]},
     "report": {"bootstrap_samples": 200},
 }
-DATA_FILES = ("data/tasks.jsonl", "data/constraints.yaml", "data/fewshot.jsonl")
+DATA_FILES = ("data/tasks.jsonl", "data/constraints.yaml", "data/fewshot.jsonl", "data/suites/handwritten.jsonl")
 
 
 def make_tiny_project(directory: Path, model_dir: Path, **overrides) -> Path:
@@ -89,9 +89,9 @@ def make_tiny_project(directory: Path, model_dir: Path, **overrides) -> Path:
 def tiny_pipeline(tiny_hf_dir, tmp_path_factory) -> Path:
     """A tiny project run through every stage once, in order; tests read its outputs, never write them."""
     project = make_tiny_project(tmp_path_factory.mktemp("pipeline") / "project", tiny_hf_dir)
+    evaluations = [("evaluate", ("--model", m, "--suite", s)) for m in ("base", "sft", "dpo") for s in ("test", "handwritten")]
     for stage, args in [("prepare_base", ()), ("make_instructions", ()), ("generate_sft", ()), ("train_sft", ()),
-                        ("build_prefs", ()), ("train_dpo", ()), ("evaluate", ("--model", "base")),
-                        ("evaluate", ("--model", "sft")), ("evaluate", ("--model", "dpo")), ("report", ())]:
+                        ("build_prefs", ()), ("train_dpo", ()), *evaluations, ("report", ())]:
         result = run_stage(stage, project, *args)
         assert result.returncode == 0, f"{stage} failed:\n{result.stderr[-3000:]}"
     return project

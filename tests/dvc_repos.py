@@ -16,10 +16,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
-from conftest import ROOT, make_dvc_repo, sh, stages_run
+from conftest import ROOT, TINY_SETTINGS, make_dvc_repo, sh, stages_run
+
+SUITES = tuple(TINY_SETTINGS["eval"]["suites"])  # the tiny pipeline's suites
+
+
+def evaluations(*models: str) -> frozenset:
+    """The evaluate stages of ``models`` (default: all three), one per suite."""
+    return frozenset(f"evaluate@{m}-{s}" for m in (models or ("base", "sft", "dpo")) for s in SUITES)
+
 
 ALL_STAGES = ("prepare_base", "make_instructions", "generate_sft", "train_sft", "build_prefs", "train_dpo",
-              "evaluate@base", "evaluate@sft", "evaluate@dpo", "report")
+              *sorted(evaluations()), "report")
 
 # Never part of a workspace snapshot: git's and DVC's own bookkeeping (the cache is checked separately).
 _SKIP = (".git", ".dvc/tmp", ".dvc/cache")

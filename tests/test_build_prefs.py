@@ -1,4 +1,5 @@
-"""Preference pairs: checked margins, SFT's exact format, weighted synthetic negatives, repeatable."""
+"""Preference pairs: chosen passes every constraint, rejected scores lower; SFT's exact format, weighted
+synthetic negatives led by minimal edits, repeatable."""
 import json
 import random
 from collections import Counter
@@ -9,7 +10,7 @@ from conftest import run_stage
 from stages.lib import checkers, negatives
 from stages.lib.preference import score_response
 from stages.lib.prompts import zero_shot_prompt
-from stages.lib.records import PreferencePair, read_jsonl
+from stages.lib.records import PreferencePair, SftExample, read_jsonl
 
 INSTRUCTION = "List two fruits. Do not use any commas in your response. Answer in lowercase letters only."
 IDS = ["punctuation:no_comma", "change_case:english_lowercase"]
@@ -19,22 +20,37 @@ GOOD = "apples and pears are two common fruits."
 
 def test_pairs_have_checked_margins_and_sft_format(tiny_pipeline):
     pairs = read_jsonl(tiny_pipeline / "data/prefs/pairs.jsonl", PreferencePair)
-    sft = [json.loads(line) for line in (tiny_pipeline / "data/sft/train.jsonl").read_text().splitlines()]
-    sft_prompts = {r["prompt"] for r in sft}
-    min_margin = 0.0  # TINY_SETTINGS
+    sft = {r.key: r for r in read_jsonl(tiny_pipeline / "data/sft/train.jsonl", SftExample)}
+    assert pairs
     for p in pairs:
+        record = sft[p.key]
         assert p.margin == pytest.approx(p.chosen_score - p.rejected_score, abs=1e-3)
-        assert p.margin >= min_margin
+        assert p.margin > 0
         assert p.chosen != p.rejected
-        assert p.prompt in sft_prompts  # the very strings SFT trained on
+        assert p.prompt == record.prompt  # the very string SFT trained on
         assert "\\n" not in p.prompt + p.chosen + p.rejected  # real newlines, never a literal backslash-n
         assert p.chosen.startswith(" ") and p.rejected.startswith(" ")
+        # chosen passes every constraint of the prompt; rejected fails one or fails a quality gate
+        assert checkers.score(p.chosen.strip(), record.instruction_id_list, record.kwargs).prompt_strict
+        rejected = score_response(p.rejected.strip(), record.instruction, record.instruction_id_list, record.kwargs, "###")
+        assert rejected.strict_fraction < 1.0 or rejected.failed_gates
+
+
+def test_minimal_edit_pairs_differ_on_exactly_one_constraint(tiny_pipeline):
+    sft = {r.key: r for r in read_jsonl(tiny_pipeline / "data/sft/train.jsonl", SftExample)}
+    edits = [p for p in read_jsonl(tiny_pipeline / "data/prefs/pairs.jsonl", PreferencePair)
+             if p.rejected_type == "minimal_edit"]
+    assert edits
+    for p in edits:
+        record = sft[p.key]
+        after = checkers.score(p.rejected.strip(), record.instruction_id_list, record.kwargs).strict
+        assert sum(not ok for ok in after) == 1
 
 
 def test_same_seed_gives_identical_pairs(tiny_pipeline, tmp_path):
     import shutil
 
-    for rel in ("models/base", "models/sft", "data/instructions"):
+    for rel in ("models/base", "models/sft", "data/sft"):
         shutil.copytree(tiny_pipeline / rel, tmp_path / rel)
     shutil.copy(tiny_pipeline / "params.yaml", tmp_path / "params.yaml")
     result = run_stage("build_prefs", tmp_path)
@@ -45,7 +61,7 @@ def test_same_seed_gives_identical_pairs(tiny_pipeline, tmp_path):
 def test_missing_adapter_is_a_clear_error_with_no_output(tiny_pipeline, tmp_path):
     import shutil
 
-    for rel in ("models/base", "data/instructions"):
+    for rel in ("models/base", "data/sft"):
         shutil.copytree(tiny_pipeline / rel, tmp_path / rel)
     shutil.copy(tiny_pipeline / "params.yaml", tmp_path / "params.yaml")
     result = run_stage("build_prefs", tmp_path)
@@ -54,7 +70,7 @@ def test_missing_adapter_is_a_clear_error_with_no_output(tiny_pipeline, tmp_path
 
 
 def test_type_weights_hold_on_a_large_draw():
-    weights = {"refusal": 1.0, "format_violation": 2.0, "off_topic": 1.0, "verbose": 0.0, "truncated": 4.0}
+    weights = {"refusal": 1.0, "minimal_edit": 2.0, "off_topic": 1.0, "verbose": 0.0, "truncated": 4.0}
     n = 40_000
     counts = Counter(negatives.draw_types(weights, n, random.Random(0)))
     total = sum(weights.values())
@@ -74,7 +90,7 @@ def test_format_violation_breaks_exactly_one_constraint():
         assert not after[IDS.index(broken_id)]
 
 
-@pytest.mark.parametrize("kind", ["refusal", "off_topic", "verbose", "truncated", "format_violation"])
+@pytest.mark.parametrize("kind", ["refusal", "off_topic", "verbose", "truncated", "minimal_edit"])
 def test_every_negative_type_scores_below_a_sound_response(kind):
     from stages.build_prefs import synthetic_negative
     from stages.lib.records import Instruction
@@ -92,4 +108,4 @@ def test_every_negative_type_scores_below_a_sound_response(kind):
 def test_record_schema_rejects_identical_chosen_and_rejected():
     with pytest.raises(ValueError):
         PreferencePair(prompt=zero_shot_prompt("x"), chosen=" a", rejected=" a", chosen_score=1, rejected_score=0,
-                       margin=1, rejected_type="policy", key=1, category="c")
+                       margin=1, rejected_type="policy", chosen_source="policy", key=1, category="c")

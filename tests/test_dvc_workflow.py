@@ -21,8 +21,8 @@ import psutil
 import pytest
 from conftest import dvc_env, sh, stages_run
 from dvc_repos import (
-    ALL_STAGES, check_rerun_was_exact, copy_repo, downstream_closure, experiments_of, queue_statuses, queued_grid,
-    read_lock, reproduced_repo, say, set_param, snapshot, status,
+    ALL_STAGES, check_rerun_was_exact, copy_repo, downstream_closure, evaluations, experiments_of, queue_statuses,
+    queued_grid, read_lock, reproduced_repo, say, set_param, snapshot, status,
 )
 from tiny_model import build_tiny_model
 
@@ -39,14 +39,15 @@ def work_repo(reproduced, tmp_path) -> Path:
 
 # --- 1. Exact recompute -------------------------------------------------------------------------------
 
-SFT_DOWN = {"build_prefs", "train_dpo", "evaluate@sft", "evaluate@dpo", "report"}
-DPO_DOWN = {"evaluate@dpo", "report"}
+SFT_DOWN = {"build_prefs", "train_dpo", "report"} | evaluations("sft", "dpo")
+DPO_DOWN = {"report"} | evaluations("dpo")
 
 
 def _edit_task(pool: str) -> Callable[[Path, Path], list[str]]:
-    """Edit the text of one curated task that the ``pool`` instruction file ('train' or 'eval') uses."""
+    """Edit the text of one curated task that the ``pool`` instruction file ('train' or 'test') uses."""
     def change(repo: Path, tmp: Path) -> list[str]:
-        used = json.loads((repo / f"data/instructions/{pool}.jsonl").read_text().splitlines()[0])["task_id"]
+        path = "data/instructions/train.jsonl" if pool == "train" else f"data/suites/{pool}.jsonl"
+        used = json.loads((repo / path).read_text().splitlines()[0])["task_id"]
         lines = (repo / "data/tasks.jsonl").read_text().splitlines()
         for i, line in enumerate(lines):
             task = json.loads(line)
@@ -100,24 +101,23 @@ ROWS = {
     "sft.learning_rate": Row(_param("sft.learning_rate", 1e-4), frozenset({"train_sft"}), frozenset(SFT_DOWN)),
     "dpo.beta": Row(_param("dpo.beta", 0.2), frozenset({"train_dpo"}), frozenset(DPO_DOWN)),
     "dpo.init": Row(_param("dpo.init", "base"), frozenset({"train_dpo"}), frozenset(DPO_DOWN)),
-    "eval.max_new_tokens": Row(_param("eval.max_new_tokens", 6),
-                               frozenset({"evaluate@base", "evaluate@sft", "evaluate@dpo"}), frozenset({"report"})),
+    "eval.max_new_tokens": Row(_param("eval.max_new_tokens", 6), evaluations(), frozenset({"report"})),
     "stages/train_dpo.py": Row(_append_comment("stages/train_dpo.py"), frozenset({"train_dpo"}), frozenset(DPO_DOWN),
                                real=True),
     "stages/launch.py": Row(_append_comment("stages/launch.py"), frozenset({"train_sft", "train_dpo"}),
-                            frozenset({"build_prefs", "evaluate@sft", "evaluate@dpo", "report"})),
+                            frozenset({"build_prefs", "report"} | evaluations("sft", "dpo"))),
     "configs/accelerate (a training config)": Row(
         _append_comment("configs/accelerate/ddp.yaml"), frozenset({"train_sft", "train_dpo"}),
-        frozenset({"build_prefs", "evaluate@sft", "evaluate@dpo", "report"})),
+        frozenset({"build_prefs", "report"} | evaluations("sft", "dpo"))),
     "stages/lib (a component)": Row(_append_comment("stages/lib/io.py"), frozenset(ALL_STAGES), frozenset()),
     "data/tasks.jsonl (a train task)": Row(
         _edit_task("train"), frozenset({"make_instructions"}),
         frozenset({"generate_sft", "train_sft"} | SFT_DOWN), prefix=("make_instructions",),
-        then=frozenset({"generate_sft", "build_prefs"})),
-    "data/tasks.jsonl (an eval task)": Row(
-        _edit_task("eval"), frozenset({"make_instructions"}),
-        frozenset({"evaluate@base", "evaluate@sft", "evaluate@dpo", "report"}), prefix=("make_instructions",),
-        then=frozenset({"evaluate@base", "evaluate@sft", "evaluate@dpo"})),
+        then=frozenset({"generate_sft"})),
+    "data/tasks.jsonl (a test task)": Row(
+        _edit_task("test"), frozenset({"make_instructions"}),
+        frozenset({"report"} | evaluations()), prefix=("make_instructions",),
+        then=frozenset(f"evaluate@{m}-test" for m in ("base", "sft", "dpo"))),
     "model.name_or_path": Row(_second_model, frozenset(set(ALL_STAGES) - {"make_instructions", "report"}),
                               frozenset({"report"})),
 }
@@ -250,7 +250,7 @@ def test_queued_grid_runs_every_experiment(grid, capsys):
     assert betas == [0.05, 0.3]
     for name in grid["names"]:
         metrics = exps[name]["metrics"]
-        accuracy = metrics["metrics/eval/dpo.json"]["data"]["overall"]["prompt_strict"]["accuracy"]
+        accuracy = metrics["metrics/eval/dpo-test.json"]["data"]["overall"]["prompt_strict"]["accuracy"]
         assert 0.0 <= accuracy <= 1.0
         assert "metrics/train_dpo.json" in metrics and "metrics/report.json" in metrics
         ran = set(stages_run(sh(repo, "dvc", "queue", "logs", name).stdout))

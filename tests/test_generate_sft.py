@@ -15,9 +15,9 @@ from stages.lib.cleaning import clean
 from stages.lib.generation import GenerationSettings, Sample, generate
 from stages.lib.hardware import resolve_precision
 from stages.lib.loader import load_model, load_tokenizer
-from stages.lib.prompts import as_completion, stop_strings
+from stages.lib.prompts import zero_shot_prompt, NEXT_TURN_MARKERS, REVISION_MARKERS, as_completion, revision_stop_strings, stop_strings
 from stages.lib.records import SftExample, read_jsonl
-from stages.lib.sft_data import PLACEHOLDER_TEXT
+from stages.lib.sft_data import PLACEHOLDER_TEXT, record_score
 
 OUT = Path("data/sft/train.jsonl")
 MANIFEST = Path("data/sft/manifest.json")
@@ -28,18 +28,21 @@ TRAIN = Path("data/instructions/train.jsonl")
 @pytest.fixture(scope="module")
 def chaotic_hf_dir(tiny_hf_dir, tmp_path_factory) -> Path:
     """The tiny model with large random weights. The plain tiny model answers every prompt with colons (no
-    word, so never a valid response); this one writes varied gibberish, some of it valid."""
+    word, so never a valid response); this one writes varied gibberish, some of it valid, and its end of
+    sequence is made likely (its output row scaled up), so some answers finish before the token limit."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     out = tmp_path_factory.mktemp("chaotic") / "model"
     model = AutoModelForCausalLM.from_pretrained(tiny_hf_dir, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_hf_dir)
     torch.manual_seed(1)
     with torch.no_grad():
         for name, param in model.named_parameters():
             if "norm" not in name:
                 param.normal_(0, 0.5)
+        model.get_output_embeddings().weight[tokenizer.eos_token_id] *= 3
     model.save_pretrained(out)
-    AutoTokenizer.from_pretrained(tiny_hf_dir).save_pretrained(out)
+    tokenizer.save_pretrained(out)
     return out
 
 
@@ -81,16 +84,23 @@ def assert_no_output(project: Path) -> None:
 
 
 def regenerate(project: Path, rec: SftExample, **generate_params) -> str:
-    """The completion a stored record's generation_prompt gives on its own (its sample index, same settings)."""
+    """The completion a stored record's generation_prompt gives on its own (its seed and sample index, same
+    settings, the stop strings of its route)."""
     gen = {**json.loads((project / MANIFEST).read_text())["generation"], **generate_params}
     base = project / "models/base"
     model, tokenizer = load_model(base, resolve_precision("float32")), load_tokenizer(base)
     settings = GenerationSettings(gen["max_new_tokens"], gen["temperature"], gen["top_p"], gen["repetition_penalty"],
-                                  gen["batch_size"], gen["seed"])
-    samples = generate(model, tokenizer, [rec.generation_prompt], settings, stop_strings=stop_strings(gen["delimiter"]),
-                       num_samples=gen["k"])[0]
-    sample = samples[rec.sample_index]
-    return as_completion(clean(sample.text, gen["delimiter"], sample.hit_token_limit).text)
+                                  gen["batch_size"], rec.sample_seed)
+    revised = rec.source == "revised"
+    stops = revision_stop_strings(gen["delimiter"]) if revised else stop_strings(gen["delimiter"])
+    sample = generate(model, tokenizer, [rec.generation_prompt], settings, stop_strings=stops,
+                      num_samples=rec.sample_index + 1)[0][rec.sample_index]
+    markers = NEXT_TURN_MARKERS + (REVISION_MARKERS if revised else ())
+    return as_completion(clean(sample.text, gen["delimiter"], sample.hit_token_limit, markers).text)
+
+
+def drawn_records(project: Path) -> list[SftExample]:
+    return [r for r in records(project) if r.source != "placeholder"]
 
 
 # --- the stored prompt is the prompt that produced the completion ------------------------------------------
@@ -100,10 +110,13 @@ def test_stored_generation_prompt_reproduces_the_completion_greedy(project):
     set_generate(project, temperature=0.0)
     result = run_stage("generate_sft", project)
     assert result.returncode == 0, result.stderr[-3000:]
-    model_records = [r for r in records(project) if r.source == "model"]
-    assert model_records, "the tiny model should produce at least one valid response"
-    for rec in model_records:
-        assert rec.generation_prompt.endswith(rec.prompt)  # few-shot examples, then the zero-shot prompt
+    drawn = drawn_records(project)
+    assert drawn, "the tiny model should produce at least one usable response"
+    for rec in drawn:
+        if rec.source == "revised":
+            assert rec.generation_prompt.endswith("Revised response:")
+        else:  # few-shot examples, then the zero-shot prompt of the instruction it was drawn for
+            assert rec.generation_prompt.endswith(zero_shot_prompt(rec.original_instruction or rec.instruction))
         assert regenerate(project, rec) == rec.completion
 
 
@@ -115,7 +128,7 @@ def test_sampled_records_are_byte_identical_per_seed_and_reproducible_from_their
     again = run_stage("generate_sft", project)
     assert again.returncode == 0, again.stderr[-3000:]
     assert (project / OUT).read_bytes() == data
-    model_records = [r for r in records(project) if r.source == "model"]
+    model_records = drawn_records(project)
     assert model_records
     # Per-row seeds: in float32 (as here) a sampled record is regenerated from its prompt, the seed and its
     # sample index alone (bfloat16 rounding depends on the batch, so there only whole runs reproduce).
@@ -132,20 +145,20 @@ def test_sampled_records_are_byte_identical_per_seed_and_reproducible_from_their
 # --- placeholders ------------------------------------------------------------------------------------------
 
 
-def _scripted_generate(bad_every: int):
-    """Stand-in for generate(): instruction i gets only invalid samples when i % bad_every == 0."""
+def _scripted_generate(bad_every: int, text: str = " A plain answer with words."):
+    """Stand-in for generate(): prompt i of a call gets only invalid samples when i % bad_every == 0."""
     def fake(model, tokenizer, prompts, settings, *, stop_strings=(), num_samples=1, desc=""):
         out = []
         for i, _ in enumerate(prompts):
-            text = "\n###\n" if i % bad_every == 0 else " A plain answer with words."
-            out.append([Sample(text, 5, False) for _ in range(num_samples)])
+            answer = "\n###\n" if i % bad_every == 0 else text
+            out.append([Sample(answer, 5, False) for _ in range(num_samples)])
         return out
     return fake
 
 
 def test_placeholders_are_marked_and_counted(project, monkeypatch):
     monkeypatch.setattr(generate_sft, "generate", _scripted_generate(3))
-    set_generate(project, placeholder_fallback=True, max_placeholder_rate=0.5)
+    set_generate(project, placeholder_fallback=True, max_placeholder_rate=0.5, min_kept_pass_rate=0.0)
     generate_sft.main()
     recs = records(project)
     n = len(read_jsonl(project / TRAIN, generate_sft.Instruction))
@@ -154,10 +167,30 @@ def test_placeholders_are_marked_and_counted(project, monkeypatch):
     assert len(placeholders) == len(range(0, n, 3))
     for r in placeholders:
         assert r.completion == as_completion(PLACEHOLDER_TEXT) and r.sample_index == -1 and r.strict_score == 0.0
-    assert all(r.completion != as_completion(PLACEHOLDER_TEXT) for r in recs if r.source == "model")
+    assert all(r.completion != as_completion(PLACEHOLDER_TEXT) for r in recs if r.source != "placeholder")
     metrics = json.loads((project / METRICS).read_text())
     assert metrics["placeholder_rate"] == round(len(placeholders) / n, 4) == metrics["failed_rate"]
     assert metrics["n_kept"] == n and metrics["n_dropped"] == 0
+    assert metrics["by_source"]["placeholder"]["prompt_strict"] == 0.0  # a placeholder never counts as passing
+
+
+def test_a_failing_response_never_becomes_a_model_record(project, monkeypatch):
+    """Every answer fails its instruction as asked (a capital letter and a comma). Without back-translation
+    and revision nothing is kept; with them, records come only from those routes, each passing its own
+    (rewritten) instruction."""
+    monkeypatch.setattr(generate_sft, "generate", _scripted_generate(10**9, text=" Yes, A plain answer."))
+    set_generate(project, placeholder_fallback=False, max_placeholder_rate=1.0, revise_rounds=0, backtranslate=False)
+    with pytest.raises(SystemExit):
+        generate_sft.main()  # no instruction produced a passing response
+    assert_no_output(project)
+    set_generate(project, placeholder_fallback=False, max_placeholder_rate=1.0, revise_rounds=1, backtranslate=True)
+    generate_sft.main()
+    recs = records(project)
+    assert recs and not any(r.source == "model" for r in recs)
+    for r in recs:
+        assert record_score(r.model_dump()).prompt_strict, r
+    metrics = json.loads((project / METRICS).read_text())
+    assert metrics["kept"]["prompt_strict"] == 1.0 and set(metrics["by_source"]) <= {"revised", "backtranslated"}
 
 
 def test_without_fallback_failed_instructions_are_dropped_not_faked(project, monkeypatch):
@@ -166,7 +199,7 @@ def test_without_fallback_failed_instructions_are_dropped_not_faked(project, mon
     generate_sft.main()
     recs = records(project)
     n = len(read_jsonl(project / TRAIN, generate_sft.Instruction))
-    assert all(r.source == "model" for r in recs) and len(recs) == n - len(range(0, n, 3))
+    assert all(r.source != "placeholder" for r in recs) and len(recs) == n - len(range(0, n, 3))
     metrics = json.loads((project / METRICS).read_text())
     assert metrics["placeholder_rate"] == 0.0 and metrics["n_dropped"] == len(range(0, n, 3))
     assert metrics["failed_rate"] == round(metrics["n_dropped"] / n, 4)
@@ -182,6 +215,16 @@ def test_too_many_failures_exit_2_with_no_output(project, monkeypatch, capsys, f
         generate_sft.main()
     assert exc.value.code == 2
     assert "generate.max_placeholder_rate" in capsys.readouterr().err
+    assert_no_output(project)
+
+
+def test_kept_data_under_the_pass_rate_gate_writes_nothing_and_names_the_key(project, monkeypatch, capsys):
+    monkeypatch.setattr(generate_sft, "generate", _scripted_generate(3))  # a third become placeholders
+    set_generate(project, placeholder_fallback=True, max_placeholder_rate=1.0, min_kept_pass_rate=0.95)
+    with pytest.raises(SystemExit) as exc:
+        generate_sft.main()
+    assert exc.value.code == 2
+    assert "generate.min_kept_pass_rate" in capsys.readouterr().err
     assert_no_output(project)
 
 

@@ -14,7 +14,7 @@ from stages.lib.records import Instruction, Task, read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA_FILES = ("tasks.jsonl", "constraints.yaml", "fewshot.jsonl")
-OUTPUTS = (Path("data/instructions/train.jsonl"), Path("data/instructions/eval.jsonl"))
+OUTPUTS = (Path("data/instructions/train.jsonl"), Path("data/suites/dev.jsonl"), Path("data/suites/test.jsonl"))
 
 
 @pytest.fixture()
@@ -46,38 +46,47 @@ def _fails(capsys, *fragments: str) -> None:
 # --- the stage ------------------------------------------------------------------------------------------
 
 
-def test_stage_writes_disjoint_train_and_eval(workdir, capsys):
-    _run(workdir, n_train=50, n_eval=30, seed=3)
-    train = read_jsonl(OUTPUTS[0], Instruction)
-    evals = read_jsonl(OUTPUTS[1], Instruction)
-    assert (len(train), len(evals)) == (50, 30)
-    assert {r.task_id for r in train}.isdisjoint({r.task_id for r in evals})
-    assert len({r.key for r in train + evals}) == 80
-    assert all(isinstance(r.key, int) for r in train + evals)
-    for rec in train + evals:
+def test_stage_writes_disjoint_train_dev_and_test(workdir, capsys):
+    _run(workdir, n_train=50, n_dev=20, n_test=30, seed=3)
+    train, dev, test = (read_jsonl(p, Instruction) for p in OUTPUTS)
+    assert (len(train), len(dev), len(test)) == (50, 20, 30)
+    tasks = [{r.task_id for r in records} for records in (train, dev, test)]
+    assert tasks[0].isdisjoint(tasks[1]) and tasks[0].isdisjoint(tasks[2]) and tasks[1].isdisjoint(tasks[2])
+    assert len({r.key for r in train + dev + test}) == 100
+    assert all(isinstance(r.key, int) for r in train + dev + test)
+    for rec in train + dev + test:
         for iid, kw in zip(rec.instruction_id_list, rec.kwargs):
             checkers.validate_kwargs(iid, kw)
-    assert "train" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "train" in out and "dev" in out and "test" in out
+
+
+def test_dev_and_test_share_no_near_duplicate_task_text(workdir):
+    _run(workdir)
+    tasks = {t.task_id: t.text for t in read_jsonl(workdir / "data/tasks.jsonl", Task)}
+    dev, test = (read_jsonl(p, Instruction) for p in OUTPUTS[1:])
+    dev_texts = sorted({tasks[r.task_id] for r in dev})
+    test_texts = sorted({tasks[r.task_id] for r in test})
+    assert not compose.near_duplicate_pairs(dev_texts, test_texts, 0.85)
 
 
 def test_stage_output_is_byte_identical_per_seed(workdir):
     first = _run(workdir, seed=11)
     assert _run(workdir, seed=11) == first
     other = _run(workdir, seed=12)
-    assert other[0] != first[0] and other[1] != first[1]
+    assert all(a != b for a, b in zip(other, first))
 
 
-def test_eval_prompts_do_not_move_when_n_train_changes(workdir):
-    assert _run(workdir, n_train=40)[1] == _run(workdir, n_train=90)[1]
+def test_held_out_prompts_do_not_move_when_n_train_changes(workdir):
+    assert _run(workdir, n_train=40)[1:] == _run(workdir, n_train=90)[1:]
 
 
 def test_pools_are_reused_internally_when_short_of_tasks(workdir):
-    _run(workdir, n_train=300, n_eval=150, max_constraints=3)
-    train = read_jsonl(OUTPUTS[0], Instruction)
-    evals = read_jsonl(OUTPUTS[1], Instruction)
-    assert (len(train), len(evals)) == (300, 150)
-    assert max(Counter(r.task_id for r in evals).values()) >= 2  # eval tasks reused ...
-    assert {r.task_id for r in train}.isdisjoint({r.task_id for r in evals})  # ... but never across pools
+    _run(workdir, n_train=600, n_dev=100, n_test=400, max_constraints=3)
+    train, dev, test = (read_jsonl(p, Instruction) for p in OUTPUTS)
+    assert (len(train), len(dev), len(test)) == (600, 100, 400)
+    assert max(Counter(r.task_id for r in test).values()) >= 2  # test tasks reused ...
+    assert {r.task_id for r in train}.isdisjoint({r.task_id for r in test})  # ... but never across pools
 
 
 def test_cli_entry_point_runs_as_dvc_would(workdir):
@@ -130,6 +139,7 @@ def test_kwargs_the_checkers_reject_fail_before_writing(workdir, capsys):
         "phrasings": ["Use {num_placeholders} placeholders."], "kwargs": {"num_placeholders": {"choices": [0]}}}}
     raw["conflicts"] = []
     path.write_text(yaml.safe_dump(raw))
+    write_params(workdir, instructions={"n_train": 50, "n_dev": 10, "n_test": 20})  # one draw per task suffices
     _fails(capsys, "data/constraints.yaml", "num_placeholders")
 
 
@@ -137,9 +147,9 @@ def test_self_instruct_tasks_join_train_only(workdir, monkeypatch):
     extra = [Task(task_id=f"si-{i:03d}", category="lists", text=t) for i, t in enumerate(
         ["List three tools used for knitting.", "Name four fish that live in rivers.", "List three parts of a sailboat."], 1)]
     monkeypatch.setattr(make_instructions.self_instruct, "generate_candidate_tasks", lambda *a, **k: extra)
-    _run(workdir, self_instruct_count=3, n_train=400, n_eval=20)
+    _run(workdir, self_instruct_count=3, n_train=400, n_dev=10, n_test=20)
     train_ids = {r.task_id for r in read_jsonl(OUTPUTS[0], Instruction)}
-    eval_ids = {r.task_id for r in read_jsonl(OUTPUTS[1], Instruction)}
+    eval_ids = {r.task_id for p in OUTPUTS[1:] for r in read_jsonl(p, Instruction)}
     assert {"si-001", "si-002", "si-003"} <= train_ids
     assert not any(i.startswith("si-") for i in eval_ids)
 
@@ -157,12 +167,12 @@ def test_self_instruct_runs_on_the_tiny_base_model(workdir, tiny_hf_dir, monkeyp
     shutil.copytree(tiny_hf_dir, workdir / "models/base")
     write_base_manifest(workdir / "models/base")
     monkeypatch.setitem(make_instructions.SELF_INSTRUCT_SETTINGS, "max_new_tokens", 12)
-    train, evals = _run(workdir, self_instruct_count=2, n_train=30, n_eval=10)
-    assert train and evals
+    train, dev, test = _run(workdir, self_instruct_count=2, n_train=30, n_dev=6, n_test=10)
+    assert train and dev and test
     out, err = capsys.readouterr()
     assert "self-instruct:" in out and "self-instruct round 1" in err  # the model was asked
     assert {r.task_id for r in read_jsonl(OUTPUTS[0], Instruction)}.isdisjoint(
-        {r.task_id for r in read_jsonl(OUTPUTS[1], Instruction)})
+        {r.task_id for r in read_jsonl(OUTPUTS[2], Instruction)})
 
 
 def test_self_instruct_proposals_copying_eval_tasks_never_reach_train(workdir, monkeypatch, capsys):
@@ -176,7 +186,7 @@ def test_self_instruct_proposals_copying_eval_tasks_never_reach_train(workdir, m
     continuation = f" {leaked}\n10. {reworded}\n11. {novel}\n12. {novel.lower()}\n13. {leaked}"
     monkeypatch.setattr(make_instructions, "model_generate_fn",
                         lambda *a, **k: (lambda prompts: [continuation for _ in prompts]))
-    _run(workdir, self_instruct_count=5, n_train=600, n_eval=20)
+    _run(workdir, self_instruct_count=5, n_train=600, n_dev=10, n_test=20)
     assert "self-instruct: 1 of 5" in capsys.readouterr().out
     train = read_jsonl(OUTPUTS[0], Instruction)
     proposed = {r.task_id for r in train if r.task_id.startswith("si-")}
@@ -223,6 +233,7 @@ def test_fewshot_examples_pass_their_own_checkers():
     for row in rows:
         assert set(row) == {"instruction", "response", "instruction_id_list", "kwargs"}
         assert 1 <= len(row["instruction_id_list"]) <= 2
+        assert all(k is not None for k in row["kwargs"])
         result = checkers.score(row["response"], row["instruction_id_list"], row["kwargs"], row["instruction"])
         assert result.prompt_strict, (row["instruction"], result)
 

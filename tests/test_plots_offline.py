@@ -16,7 +16,7 @@ from conftest import ROOT, sh
 from dvc_repos import copy_repo, reproduced_repo
 
 TOOL = ROOT / "tools" / "offline_plots_template.py"
-CHROMIUM = "/usr/bin/chromium"  # Debian's package; .ci/run installs it
+CHROMIUM = "/usr/bin/chromium"  # Debian's package; `make test` installs it
 CURVES = ("metrics/train_sft/plots/metrics/loss.tsv", "metrics/train_dpo/plots/metrics/loss.tsv")
 ACCURACY = "metrics/plots/category_accuracy.csv"
 

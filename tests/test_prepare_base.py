@@ -71,10 +71,10 @@ def test_base_json_holds_no_absolute_path_and_no_versions(tmp_path, tiny_hf_dir)
     assert str(tmp_path) not in (tmp_path / "models/base/base.json").read_text()
     assert "packages" not in manifest
     assert manifest["runtime"] == {"device": "cpu", "dtype": "float32", "quantization": "none",
-                                   "attn_implementation": "sdpa"}
+                                   "attn_implementation": "sdpa", "threads": len(os.sched_getaffinity(0))}
     metrics = _json(tmp_path / "metrics/prepare_base.json")
     assert metrics["environment"]["packages"]["transformers"] and metrics["environment"]["threads"] >= 1
-    assert "float32 on cpu, sdpa attention" in result.stdout
+    assert f"float32 on cpu, {len(os.sched_getaffinity(0))} threads, sdpa attention" in result.stdout
 
 
 def test_a_source_that_is_its_own_output_is_refused_untouched(tmp_path, tiny_hf_dir):

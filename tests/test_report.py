@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from stages import report
+from stages.lib.paths import outcomes_path
 from stages.lib.stats import wilson_interval
 
 # Ten prompts, one instruction each; category x holds keys 0-5, category y keys 6-9.
@@ -31,10 +32,10 @@ def _outcome(key: int, strict: bool, loose: bool) -> dict:
     }
 
 
-def _write_outcomes(model: str, keys) -> None:
-    path = Path("data/eval") / model / "outcomes.jsonl"
+def _write_outcomes(model: str, keys, suite: str = "test", right: set | None = None) -> None:
+    path = outcomes_path(model, suite)
     path.parent.mkdir(parents=True, exist_ok=True)
-    right = STRICT_RIGHT[model]
+    right = STRICT_RIGHT[model] if right is None else right
     rows = [_outcome(k, k in right, k in right or k == 9) for k in keys]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
@@ -42,7 +43,7 @@ def _write_outcomes(model: str, keys) -> None:
 @pytest.fixture()
 def workspace(tmp_path, monkeypatch) -> Path:
     monkeypatch.chdir(tmp_path)
-    Path("params.yaml").write_text("report: {seed: 0, bootstrap_samples: 200}\n")
+    Path("params.yaml").write_text("report: {seed: 0, bootstrap_samples: 200}\neval: {suites: [test]}\n")
     for model in report.MODELS:
         _write_outcomes(model, range(10))
     return tmp_path
@@ -108,4 +109,29 @@ def test_mismatched_prompt_keys_fail_without_output(workspace, capsys):
 
     assert exc.value.code == 2
     assert "different prompts" in capsys.readouterr().err
+    assert not [p for p in OUTPUTS if Path(p).exists()]
+
+
+def test_every_suite_is_reported_with_the_test_suite_as_headline(workspace):
+    """A second suite where nothing changes: its comparisons sit under suites.<name>, the headline stays test."""
+    Path("params.yaml").write_text("report: {seed: 0, bootstrap_samples: 200}\neval: {suites: [handwritten, test]}\n")
+    for model in report.MODELS:
+        _write_outcomes(model, range(10), suite="handwritten", right={0, 1, 2})
+    report.main()
+    data = json.loads(Path("metrics/report.json").read_text())
+    assert data["suite"] == "test" and data["comparisons"]["sft_vs_base"]["prompt_strict"]["overall"]["c"] == 4
+    other = data["suites"]["handwritten"]["comparisons"]["sft_vs_base"]["prompt_strict"]["overall"]
+    assert (other["b"], other["c"], other["diff"]) == (0, 0, 0.0)
+    markdown = Path("metrics/report.md").read_text()
+    assert markdown.index("Suite `test`") < markdown.index("Suite `handwritten`")
+
+
+def test_a_suite_missing_for_one_model_fails_naming_it(workspace, capsys):
+    Path("params.yaml").write_text("report: {seed: 0, bootstrap_samples: 200}\neval: {suites: [test, handwritten]}\n")
+    for model in ("base", "sft"):
+        _write_outcomes(model, range(10), suite="handwritten")
+    with pytest.raises(SystemExit) as exc:
+        report.main()
+    assert exc.value.code == 2
+    assert "data/eval/dpo-handwritten.jsonl" in capsys.readouterr().err
     assert not [p for p in OUTPUTS if Path(p).exists()]

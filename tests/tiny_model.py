@@ -78,9 +78,9 @@ def write_base_manifest(model_dir: str | Path, dtype: str = "auto", attn_impleme
     """Make an HF directory look like prepare_base's output for component tests (by default resolved as
     params.yaml's defaults resolve on this host)."""
     from stages.lib.base_model import BASE_MANIFEST, runtime_choice
-    from stages.lib.hardware import resolve_precision
+    from stages.lib.hardware import resolve_precision, thread_count
 
-    runtime = runtime_choice(resolve_precision(dtype, "none"), attn_implementation)
+    runtime = runtime_choice(resolve_precision(dtype, "none"), attn_implementation, thread_count(0))
     (Path(model_dir) / BASE_MANIFEST).write_text(
         json.dumps({"source": "local", "name_or_path": str(model_dir), "weights": "local", "runtime": runtime})
     )

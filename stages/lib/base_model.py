@@ -10,8 +10,8 @@ models/base always holds ``base.json``, which says where the weights are:
 
 With ``model.trust_remote_code`` the model's own Python files run in this process and every later
 stage: prepare_base lists them with their sha256 before running any of them, and base.json records
-them. base.json also records the precision and attention this host resolves ``auto`` to (see
-``runtime_choice``): both change the numbers, so they are part of what DVC hashes.
+them. base.json also records the precision, attention and thread count this host resolves the params to
+(see ``runtime_choice``): each can change the numbers, so they are part of what DVC hashes.
 """
 from __future__ import annotations
 
@@ -214,21 +214,24 @@ def config_hash(model_dir: Path) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
 
 
-def runtime_choice(precision, attn_implementation: str) -> dict:
-    """What this host makes of model.dtype, model.quantization and model.attn_implementation.
+def runtime_choice(precision, attn_implementation: str, threads: int) -> dict:
+    """What this host makes of model.dtype, model.quantization, model.attn_implementation and model.threads.
 
-    ``auto`` resolves per host (bf16 here, fp32 on a CPU without native bf16; sdpa or flash attention),
-    and each choice changes the numbers every later stage computes (sdpa against eager attention moved
-    SmolLM2's logits by up to 4e-5 in fp32 and 0.6 in bf16, measured here). prepare_base writes it into
-    base.json, which every later stage depends on, so outputs made under one resolution are never
-    mistaken, by DVC or its run cache, for outputs of another. The thread count is left out: 1 and 2
-    threads gave bitwise-identical logits and gradients here (fp32 and bf16), and the count differs
-    between any two machines; the metrics files record it.
+    ``auto`` and ``0`` resolve per host (bf16 here, fp32 on a CPU without native bf16; sdpa or flash
+    attention; one thread per core), and each choice can change the numbers every later stage computes:
+    sdpa against eager attention moved SmolLM2's logits by up to 4e-5 in fp32 and 0.6 in bf16 (measured
+    here); 1 against 2 threads changed 1 of 32 greedy bf16 answers (README, issue 12), though not one
+    logit of a single forward pass in fp32 or bf16. prepare_base writes the choice into base.json, which
+    every later stage depends on, so outputs made under one resolution are never mistaken, by DVC or its
+    run cache, for outputs of another. Threads count only on a CPU.
     """
     from .loader import choose_attn_implementation
 
-    return {"device": precision.device, "dtype": precision.dtype, "quantization": precision.quantization,
-            "attn_implementation": choose_attn_implementation(attn_implementation, precision)}
+    runtime = {"device": precision.device, "dtype": precision.dtype, "quantization": precision.quantization,
+               "attn_implementation": choose_attn_implementation(attn_implementation, precision)}
+    if precision.device == "cpu":
+        runtime["threads"] = threads
+    return runtime
 
 
 def check_runtime(base_dir: Path, here: dict) -> None:
@@ -246,7 +249,8 @@ def check_runtime(base_dir: Path, here: dict) -> None:
         f"{Path(base_dir) / BASE_MANIFEST}: this host resolves the model settings differently from the host that "
         f"prepared the base model ({differs}), so this stage's outputs would not be what DVC recorded. Run "
         "`dvc repro -f prepare_base` to resolve them for this host (later stages then rerun, or come from the run "
-        "cache where this kind of host ran them before), or set model.dtype / model.attn_implementation explicitly")
+        "cache where this kind of host ran them before), or set model.dtype, model.attn_implementation and "
+        "model.threads explicitly")
 
 
 def read_base_manifest(base_dir: str | Path) -> dict:

@@ -1,9 +1,16 @@
-"""Offline checkers for IFEval's verifiable instructions, standard library only.
+"""Offline checkers for IFEval's verifiable instructions, scored as IFEval scores them.
 
-Ids and kwargs names follow IFEval (google-research/instruction_following_eval); where IFEval relies on
-NLTK (words, sentences) we use the small rules documented at ``words`` and ``sentences``.
-language:response_language needs language detection and is not supported; for the same reason
-change_case:english_capital/english_lowercase check the case of the letters but not the language.
+Ids and kwargs names follow IFEval (google-research/instruction_following_eval), and so, by default
+(``scoring="ifeval"``), does every definition: words are runs of ``\\w`` ("don't" is two words),
+sentences are NLTK's English Punkt sentences, capital words are ``nltk.word_tokenize`` tokens written in
+capitals, markdown elements are found by IFEval's regular expressions, and the English and
+response-language checks ask langdetect (seeded, so the answer repeats). NLTK's and langdetect's part
+lives in ``ifeval_text``; the README lists what still differs from IFEval and why.
+
+``scoring="markdown"`` keeps this project's earlier, stricter reading of the same instructions: words
+keep their apostrophes, a blank line ends a sentence, and bullets, highlights, placeholders and
+``***`` dividers must be markdown ones (a line ``*Note* text`` is not a bullet). The language checks
+are the same in both modes.
 
 Strict and loose follow IFEval's definitions. A response that is empty or only whitespace fails
 every instruction, strict and loose (IFEval's evaluation skips such responses as not following).
@@ -16,23 +23,50 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
+from . import ifeval_text
 from .errors import UserError
+
+SCORING_MODES = ("ifeval", "markdown")
 
 
 class UnknownInstructionError(UserError):
     """An instruction id we have no checker for; it is never silently passed."""
 
 
+def _mode(scoring: str) -> str:
+    if scoring not in SCORING_MODES:
+        raise UserError(f"scoring must be one of {list(SCORING_MODES)}, got {scoring!r}")
+    return scoring
+
+
 # ---------------------------------------------------------------------------------------------------
 # Text units
 
-# A word is a run of letters or digits (any script), with apostrophes allowed inside it, so "don't" and
-# "l'été" are one word each (NLTK's \w+ would make two). Combining marks stay inside the word they
-# follow: a regex \w does not match them and would cut e.g. Hindi words apart at their vowel signs.
+
+def words(text: str, *, scoring: str = "ifeval") -> list[str]:
+    """The words ``number_words`` counts. IFEval: every run of ``\\w`` characters, so "don't" and
+    "well-known" are two words each. Markdown: see ``_markdown_words``."""
+    if _mode(scoring) == "markdown":
+        return _markdown_words(text)
+    return re.findall(r"\w+", text)
+
+
+def sentences(text: str, *, scoring: str = "ifeval") -> list[str]:
+    """The sentences ``number_sentences`` counts. IFEval: NLTK's English Punkt model, which ends a
+    sentence at . ! ? only (a blank line alone does not) and knows its abbreviations ("Mr.", "U.S.").
+    Markdown: see ``_markdown_sentences``."""
+    if _mode(scoring) == "markdown":
+        return _markdown_sentences(text)
+    return ifeval_text.punkt_sentences(text)
+
+
+# Markdown-mode words: a run of letters or digits (any script), with apostrophes allowed inside it, so
+# "don't" and "l'été" are one word each. Combining marks stay inside the word they follow: a regex \w
+# does not match them and would cut e.g. Hindi words apart at their vowel signs.
 _APOSTROPHES = "'’"
 
 
-def words(text: str) -> list[str]:
+def _markdown_words(text: str) -> list[str]:
     text = unicodedata.normalize("NFC", text)
     found, current = [], []
     for i, c in enumerate(text):
@@ -50,16 +84,15 @@ def words(text: str) -> list[str]:
     return found
 
 
-# Sentences, without NLTK's punkt model: a sentence ends at a run of . ! ? (or …) followed by whitespace
-# or the end of the text (closing quotes, brackets and markdown emphasis may sit in between), at a CJK
-# full stop, or at a blank line (a paragraph break ends a sentence even without punctuation, so a title
-# line is not glued to the next sentence). Decimals ("3.14") never split because no whitespace follows
-# the point. A lone "." does not end a sentence after a common title or Latin abbreviation ("Mr.",
-# "Dr.", "vs."), a dotted abbreviation ("e.g.", "i.e.", "U.S.", "a.m."), a capital initial ("J. Smith")
-# or a list number at the start of a line ("1. Mix"). Those are the cases where a naive split is
-# clearly wrong in instruction-following answers; rarer ones (e.g. "etc." mid-sentence) may over-count
-# by one, which is the price of a small, predictable rule. Fragments without a letter or digit
-# (a stray "***" or "—") are not sentences.
+# Markdown-mode sentences, a small rule of our own: a sentence ends at a run of . ! ? (or …) followed
+# by whitespace or the end of the text (closing quotes, brackets and markdown emphasis may sit in
+# between), at a CJK full stop, or at a blank line (a paragraph break ends a sentence even without
+# punctuation, so a title line is not glued to the next sentence). Decimals ("3.14") never split
+# because no whitespace follows the point. A lone "." does not end a sentence after a common title or
+# Latin abbreviation ("Mr.", "Dr.", "vs."), a dotted abbreviation ("e.g.", "i.e.", "U.S.", "a.m."), a
+# capital initial ("J. Smith") or a list number at the start of a line ("1. Mix"). Rarer cases (e.g.
+# "etc." mid-sentence) may over-count by one. Fragments without a letter or digit (a stray "***" or
+# "—") are not sentences.
 _SENTENCE_END = re.compile(r"[.!?…]+[\"'”’)\]*_]*(?=\s|$)|[。！？]+|\n[ \t]*\n")
 _ABBREVIATIONS = frozenset({"mr", "mrs", "ms", "dr", "prof", "sr", "jr", "st", "vs", "cf", "approx", "fig"})
 _DOTTED = re.compile(r"[^\W\d_](?:\.[^\W\d_])+")
@@ -84,7 +117,7 @@ def _is_abbreviation(text: str, end: re.Match) -> bool:
     return token.lower() in _ABBREVIATIONS or bool(_DOTTED.fullmatch(token)) or (len(token) == 1 and token.isupper())
 
 
-def sentences(text: str) -> list[str]:
+def _markdown_sentences(text: str) -> list[str]:
     pieces, start = [], 0
     for end in _SENTENCE_END.finditer(text):
         if not _is_abbreviation(text, end):
@@ -94,10 +127,11 @@ def sentences(text: str) -> list[str]:
     return [p.strip() for p in pieces if _HAS_WORD_CHAR.search(p)]
 
 
-# Case of unicode letters. A letter counts against "all capitals" if it has a one-character capital form
-# other than itself; letters without one (German "ß", ligatures like "ﬁ") are tolerated, since all-caps
-# text conventionally keeps them. A letter counts against "all lowercase" if it changes when lowercased.
-# Uncased scripts (CJK, digits) are neutral, but at least one cased letter is required, as with str.isupper.
+# Case of unicode letters, markdown mode. A letter counts against "all capitals" if it has a
+# one-character capital form other than itself; letters without one (German "ß", ligatures like "ﬁ")
+# are tolerated, since all-caps text conventionally keeps them. A letter counts against "all
+# lowercase" if it changes when lowercased. Uncased scripts (CJK, digits) are neutral, but at least
+# one cased letter is required, as with str.isupper (which is IFEval's test).
 
 
 def _all_capitals(text: str) -> bool:
@@ -114,27 +148,39 @@ def _compare(count: int, relation: str, n: int) -> bool:
     return count < n if relation == "less than" else count >= n
 
 
+def _in_language(text: str, language: str) -> bool:
+    # As in IFEval, a text langdetect finds nothing in (no letters) is given the benefit of the doubt.
+    return ifeval_text.detect_language(text) in (language, None)
+
+
 # ---------------------------------------------------------------------------------------------------
 # Checkers: each takes the response and the validated kwargs (only its own keys) and returns a bool.
-# The empty-response rule is applied once, in check_strict, not here.
+# Where the two modes differ, the IFEval reading comes first and the markdown one follows, prefixed
+# _md. The empty-response rule is applied once, in check_strict, not here.
 
 
 def _keywords_existence(r: str, kw: dict) -> bool:
-    # As in IFEval, a keyword is a case-insensitive substring ("dog" is found in "dogs").
+    # A keyword is a case-insensitive substring ("dog" is found in "dogs").
     return all(re.search(re.escape(k), r, re.IGNORECASE) for k in kw["keywords"])
 
 
 def _keywords_frequency(r: str, kw: dict) -> bool:
-    count = len(re.findall(re.escape(kw["keyword"]), r, re.IGNORECASE))
+    count = len(re.findall(re.escape(kw["keyword"].strip()), r, re.IGNORECASE))
     return _compare(count, kw["relation"], kw["frequency"])
 
 
 def _forbidden_words(r: str, kw: dict) -> bool:
-    # As in IFEval, forbidden words match only as whole words ("cat" is not found in "category").
+    # Whole words only, between regex word boundaries ("cat" is not found in "category").
+    return not any(re.search(rf"\b{re.escape(w)}\b", r, re.IGNORECASE) for w in kw["forbidden_words"])
+
+
+def _md_forbidden_words(r: str, kw: dict) -> bool:
+    # Not next to a word character: unlike \b, this also finds words that start or end with a symbol ("c++").
     return not any(re.search(rf"(?<!\w){re.escape(w)}(?!\w)", r, re.IGNORECASE) for w in kw["forbidden_words"])
 
 
 def _letter_frequency(r: str, kw: dict) -> bool:
+    # Any single character, case-insensitive: IFEval's own prompts count "#" and "!".
     return _compare(r.lower().count(kw["letter"].lower()), kw["let_relation"], kw["let_frequency"])
 
 
@@ -142,32 +188,70 @@ def _number_sentences(r: str, kw: dict) -> bool:
     return _compare(len(sentences(r)), kw["relation"], kw["num_sentences"])
 
 
-# The divider is "***" standing alone between whitespace (or the text's ends), so "***bold italic***"
-# is not a divider. Like IFEval, empty pieces at either end are ignored and an empty piece in between fails.
+def _md_number_sentences(r: str, kw: dict) -> bool:
+    return _compare(len(_markdown_sentences(r)), kw["relation"], kw["num_sentences"])
+
+
+def _divided_into(pieces: list[str], n: int) -> bool:
+    # Blank pieces at either end (a divider first or last) are ignored; a blank one in between fails.
+    blank = [not p.strip() for p in pieces]
+    if any(blank[1:-1]):
+        return False
+    return len(pieces) - blank[0] - (len(pieces) > 1 and blank[-1]) == n
+
+
+# IFEval's divider is three asterisks anywhere, taking one whitespace character on each side with
+# them, so "***bold***" divides too. The markdown divider stands alone between whitespace.
+_IFEVAL_DIVIDER = re.compile(r"\s?\*\*\*\s?")
 _DIVIDER = re.compile(r"(?<!\S)\*\*\*(?!\S)")
 
 
 def _number_paragraphs(r: str, kw: dict) -> bool:
-    pieces = [p.strip() for p in _DIVIDER.split(r)]
-    if pieces and not pieces[0]:
-        pieces = pieces[1:]
-    if pieces and not pieces[-1]:
-        pieces = pieces[:-1]
-    return all(pieces) and len(pieces) == kw["num_paragraphs"]
+    return _divided_into(_IFEVAL_DIVIDER.split(r), kw["num_paragraphs"])
+
+
+def _md_number_paragraphs(r: str, kw: dict) -> bool:
+    return _divided_into(_DIVIDER.split(r), kw["num_paragraphs"])
 
 
 def _number_words(r: str, kw: dict) -> bool:
     return _compare(len(words(r)), kw["relation"], kw["num_words"])
 
 
+def _md_number_words(r: str, kw: dict) -> bool:
+    return _compare(len(_markdown_words(r)), kw["relation"], kw["num_words"])
+
+
+_FIRST_WORD_STOPS = frozenset(".,?!'\"")
+
+
+def _nth_paragraph_first_word(r: str, kw: dict) -> bool:
+    # IFEval: paragraphs are what "\n\n" separates, and blank ones are not counted, but the nth is
+    # picked from all of them (a blank one there fails). Its first word is its first
+    # whitespace-separated token, with leading single and then double quotes dropped, read up to the
+    # first . , ? ! ' or " and lowercased: "Booster-like" is "booster-like", "**Summer**" stays starred.
+    paragraphs = r.split("\n\n")
+    count = sum(1 for p in paragraphs if p.strip())
+    nth = kw["nth_paragraph"]
+    if nth > count or not paragraphs[nth - 1].strip():
+        return False
+    token = paragraphs[nth - 1].split()[0].lstrip("'").lstrip('"')
+    first = ""
+    for c in token:
+        if c in _FIRST_WORD_STOPS:
+            break
+        first += c.lower()
+    return count == kw["num_paragraphs"] and first == kw["first_word"].lower()
+
+
 def _first_word(text: str) -> str:
-    # The first run of letters/digits, lowercased: leading quotes, markdown ("**", "#") and anything
-    # after an apostrophe are ignored, so "**Summer's**" starts with "summer".
+    # Markdown mode: the first run of letters/digits, lowercased: leading quotes, markdown ("**", "#")
+    # and anything after an apostrophe or hyphen are ignored, so "**Summer's**" starts with "summer".
     match = re.search(r"[^\W_]+", unicodedata.normalize("NFC", text))
     return match.group().lower() if match else ""
 
 
-def _nth_paragraph_first_word(r: str, kw: dict) -> bool:
+def _md_nth_paragraph_first_word(r: str, kw: dict) -> bool:
     # Paragraphs are separated by blank lines (lines holding only whitespace count as blank).
     paragraphs = [p for p in re.split(r"\n[ \t]*\n", r) if p.strip()]
     if len(paragraphs) != kw["num_paragraphs"] or kw["nth_paragraph"] > len(paragraphs):
@@ -176,6 +260,11 @@ def _nth_paragraph_first_word(r: str, kw: dict) -> bool:
 
 
 def _number_placeholders(r: str, kw: dict) -> bool:
+    # IFEval: anything in square brackets on one line, even "[]" or a markdown link's "[text]".
+    return len(re.findall(r"\[.*?\]", r)) >= kw["num_placeholders"]
+
+
+def _md_number_placeholders(r: str, kw: dict) -> bool:
     # [address], [name]: square brackets around non-blank text on one line; a markdown link's
     # "[text](url)" is not a placeholder.
     found = [p for p in re.findall(r"\[([^\[\]\n]+)\](?!\()", r) if p.strip()]
@@ -183,15 +272,38 @@ def _number_placeholders(r: str, kw: dict) -> bool:
 
 
 def _postscript(r: str, kw: dict) -> bool:
-    # As in IFEval: the marker anywhere, case-insensitive, a space allowed after each of its dots
-    # ("P. S." matches "P.S.").
+    # IFEval: the marker anywhere, case-insensitive. Its two standard markers may have one whitespace
+    # character after each inner dot ("P. S." is "P.S."); any other marker is matched as written.
+    marker = kw["postscript_marker"].strip()
+    if marker == "P.P.S":
+        pattern = r"p\.\s?p\.\s?s"
+    elif marker == "P.S.":
+        pattern = r"p\.\s?s\."
+    else:
+        pattern = re.escape(marker.lower())
+    return re.search(pattern, r.lower()) is not None
+
+
+def _md_postscript(r: str, kw: dict) -> bool:
+    # The marker anywhere, case-insensitive, a space allowed after each of its dots.
     pattern = re.escape(kw["postscript_marker"].strip().lower()).replace(r"\.", r"\.\s?")
     return re.search(pattern, r.lower()) is not None
 
 
+# IFEval's bullets: a line whose first non-space character is "*" followed by anything but another
+# "*" (so "*Note* text" is a bullet and "**Bold**" is not), or "-" followed by anything (so "---" is
+# one). Its leading \s* may run across blank lines; a lone "*" line swallows the line after it.
+_STAR_BULLET = re.compile(r"^\s*\*[^*].*$", re.MULTILINE)
+_DASH_BULLET = re.compile(r"^\s*-.*$", re.MULTILINE)
+
+
 def _number_bullet_lists(r: str, kw: dict) -> bool:
-    # Markdown bullets: a line starting (after indentation) with "* " or "- " and some text. Unlike
-    # IFEval's pattern, "---" rules and "*emphasis*" at a line start are not bullets.
+    return len(_STAR_BULLET.findall(r)) + len(_DASH_BULLET.findall(r)) == kw["num_bullets"]
+
+
+def _md_number_bullet_lists(r: str, kw: dict) -> bool:
+    # Markdown bullets: a line starting (after indentation) with "* " or "- " and some text; "---" rules
+    # and "*emphasis*" at a line start are not bullets.
     return len(re.findall(r"^[ \t]*[*-][ \t]+\S", r, re.MULTILINE)) == kw["num_bullets"]
 
 
@@ -203,25 +315,48 @@ def _constrained_response(r: str, kw: dict) -> bool:
     return any(option in r for option in _CONSTRAINED)
 
 
-# *highlighted* or **highlighted**, within one line; like markdown emphasis, the text inside must not
-# start or end with a space, so "* item *" in a bullet line is not a highlight.
+def _number_highlighted_sections(r: str, kw: dict) -> bool:
+    # IFEval: *text* and **text** within a line, counted by two separate scans whose hits must hold
+    # more than asterisks and spaces; "**bold**" counts once, "* item *" counts.
+    single = [h for h in re.findall(r"\*[^\n*]*\*", r) if h[1:-1].strip()]
+    double = [h for h in re.findall(r"\*\*[^\n*]*\*\*", r) if h[2:-2].strip()]
+    return len(single) + len(double) >= kw["num_highlights"]
+
+
+# Markdown emphasis within one line: the text inside must not start or end with a space, so
+# "* item *" in a bullet line is not a highlight.
 _HIGHLIGHT = re.compile(r"\*\*(?!\s)[^\n*]+?(?<!\s)\*\*|\*(?!\s)[^\n*]+?(?<!\s)\*")
 
 
-def _number_highlighted_sections(r: str, kw: dict) -> bool:
+def _md_number_highlighted_sections(r: str, kw: dict) -> bool:
     return len(_HIGHLIGHT.findall(r)) >= kw["num_highlights"]
 
 
 def _multiple_sections(r: str, kw: dict) -> bool:
-    # As in IFEval: the splitter word followed by a number ("SECTION 2"), case-sensitive, at least N.
+    # IFEval: the splitter word, case-sensitive, then at most one whitespace character and a number.
+    marks = re.findall(re.escape(kw["section_spliter"].strip()) + r"\s?\d+", r)
+    return len(marks) >= kw["num_sections"]
+
+
+def _md_multiple_sections(r: str, kw: dict) -> bool:
     marks = re.findall(re.escape(kw["section_spliter"].strip()) + r"\s*\d+", r)
     return len(marks) >= kw["num_sections"]
 
 
 def _json_format(r: str, kw: dict) -> bool:
+    # IFEval: one markdown fence may wrap the JSON; its opening may say json, Json or JSON.
     text = r.strip()
-    text = re.sub(r"^```(?:json)?", "", text, flags=re.IGNORECASE)
-    text = re.sub(r"```$", "", text).strip()
+    for fence in ("```json", "```Json", "```JSON", "```"):
+        text = text.removeprefix(fence)
+    return _parses_as_json(text.removesuffix("```").strip())
+
+
+def _md_json_format(r: str, kw: dict) -> bool:
+    text = re.sub(r"^```(?:json)?", "", r.strip(), flags=re.IGNORECASE)
+    return _parses_as_json(re.sub(r"```$", "", text).strip())
+
+
+def _parses_as_json(text: str) -> bool:
     try:
         json.loads(text)
     except ValueError:
@@ -230,6 +365,11 @@ def _json_format(r: str, kw: dict) -> bool:
 
 
 def _title(r: str, kw: dict) -> bool:
+    # IFEval: from "<<" to the last ">>" on the line, holding more than angle brackets and spaces.
+    return any(t.lstrip("<").rstrip(">").strip() for t in re.findall(r"<<[^\n]+>>", r))
+
+
+def _md_title(r: str, kw: dict) -> bool:
     return any(t.strip() for t in re.findall(r"<<([^\n]*?)>>", r))
 
 
@@ -251,8 +391,12 @@ def _repeat_prompt(r: str, kw: dict) -> bool:
 
 
 def _end_checker(r: str, kw: dict) -> bool:
-    # As in IFEval, double quotes around the whole response are ignored, so it can also pass
-    # startend:quotation.
+    # As in IFEval, double quotes around the whole response are ignored (so it can also pass
+    # startend:quotation), but a space left inside them is not.
+    return r.strip().strip('"').lower().endswith(kw["end_phrase"].strip().lower())
+
+
+def _md_end_checker(r: str, kw: dict) -> bool:
     return r.strip().strip('"').strip().lower().endswith(kw["end_phrase"].strip().lower())
 
 
@@ -262,19 +406,42 @@ def _quotation(r: str, kw: dict) -> bool:
 
 
 def _capital_word_frequency(r: str, kw: dict) -> bool:
-    count = sum(1 for w in words(r) if _all_capitals(w))
+    # IFEval: nltk.word_tokenize's tokens that are upper case: "WELL-KNOWN" and "U.S." are one each,
+    # "I'm" gives the capital word "I", "DON'T" gives two ("DO", "N'T").
+    count = sum(1 for token in ifeval_text.word_tokens(r) if token.isupper())
+    return _compare(count, kw["capital_relation"], kw["capital_frequency"])
+
+
+def _md_capital_word_frequency(r: str, kw: dict) -> bool:
+    count = sum(1 for w in _markdown_words(r) if _all_capitals(w))
     return _compare(count, kw["capital_relation"], kw["capital_frequency"])
 
 
 def _english_capital(r: str, kw: dict) -> bool:
-    return _all_capitals(r)
+    return r.isupper() and _in_language(r, "en")
+
+
+def _md_english_capital(r: str, kw: dict) -> bool:
+    return _all_capitals(r) and _in_language(r, "en")
 
 
 def _english_lowercase(r: str, kw: dict) -> bool:
-    return _all_lowercase(r)
+    return r.islower() and _in_language(r, "en")
+
+
+def _md_english_lowercase(r: str, kw: dict) -> bool:
+    return _all_lowercase(r) and _in_language(r, "en")
+
+
+def _response_language(r: str, kw: dict) -> bool:
+    return _in_language(r, kw["language"])
 
 
 def _no_comma(r: str, kw: dict) -> bool:
+    return "," not in r  # IFEval: the ASCII comma only
+
+
+def _md_no_comma(r: str, kw: dict) -> bool:
     return "," not in r and "，" not in r  # the ASCII comma and the full-width one
 
 
@@ -310,16 +477,28 @@ def _relation(v: Any) -> str:
     return v
 
 
-def _letter(v: Any) -> str:
-    if not isinstance(v, str) or len(v) != 1 or not v.isalpha():
-        raise ValueError("must be a single letter")
+def _character(v: Any) -> str:
+    # Any one character but whitespace (IFEval strips the letter, so a space would count nothing).
+    if not isinstance(v, str) or len(v) != 1 or v.isspace():
+        raise ValueError("must be a single character other than whitespace")
+    return v
+
+
+def _language(v: Any) -> str:
+    codes = ifeval_text.detectable_languages()
+    if v not in codes:
+        raise ValueError(f"must be a language code langdetect can detect ({', '.join(sorted(codes))})")
     return v
 
 
 @dataclass(frozen=True)
 class _Spec:
-    check: Callable[[str, dict], bool]
+    check: Callable[[str, dict], bool]  # IFEval's reading
     kwargs: dict[str, Callable[[Any], Any]]
+    markdown: Optional[Callable[[str, dict], bool]] = None  # our markdown reading, where it differs
+
+    def checker(self, scoring: str) -> Callable[[str, dict], bool]:
+        return self.markdown if scoring == "markdown" and self.markdown else self.check
 
 
 _REGISTRY: dict[str, _Spec] = {
@@ -327,41 +506,52 @@ _REGISTRY: dict[str, _Spec] = {
     "keywords:frequency": _Spec(
         _keywords_frequency, {"keyword": _text, "frequency": _positive_int, "relation": _relation}
     ),
-    "keywords:forbidden_words": _Spec(_forbidden_words, {"forbidden_words": _text_list}),
+    "keywords:forbidden_words": _Spec(_forbidden_words, {"forbidden_words": _text_list}, _md_forbidden_words),
     "keywords:letter_frequency": _Spec(
-        _letter_frequency, {"letter": _letter, "let_frequency": _positive_int, "let_relation": _relation}
+        _letter_frequency, {"letter": _character, "let_frequency": _positive_int, "let_relation": _relation}
     ),
+    "language:response_language": _Spec(_response_language, {"language": _language}),
     "length_constraints:number_sentences": _Spec(
-        _number_sentences, {"num_sentences": _positive_int, "relation": _relation}
+        _number_sentences, {"num_sentences": _positive_int, "relation": _relation}, _md_number_sentences
     ),
-    "length_constraints:number_paragraphs": _Spec(_number_paragraphs, {"num_paragraphs": _positive_int}),
-    "length_constraints:number_words": _Spec(_number_words, {"num_words": _positive_int, "relation": _relation}),
+    "length_constraints:number_paragraphs": _Spec(
+        _number_paragraphs, {"num_paragraphs": _positive_int}, _md_number_paragraphs
+    ),
+    "length_constraints:number_words": _Spec(
+        _number_words, {"num_words": _positive_int, "relation": _relation}, _md_number_words
+    ),
     "length_constraints:nth_paragraph_first_word": _Spec(
         _nth_paragraph_first_word,
         {"num_paragraphs": _positive_int, "nth_paragraph": _positive_int, "first_word": _text},
+        _md_nth_paragraph_first_word,
     ),
-    "detectable_content:number_placeholders": _Spec(_number_placeholders, {"num_placeholders": _positive_int}),
-    "detectable_content:postscript": _Spec(_postscript, {"postscript_marker": _text}),
-    "detectable_format:number_bullet_lists": _Spec(_number_bullet_lists, {"num_bullets": _positive_int}),
+    "detectable_content:number_placeholders": _Spec(
+        _number_placeholders, {"num_placeholders": _positive_int}, _md_number_placeholders
+    ),
+    "detectable_content:postscript": _Spec(_postscript, {"postscript_marker": _text}, _md_postscript),
+    "detectable_format:number_bullet_lists": _Spec(
+        _number_bullet_lists, {"num_bullets": _positive_int}, _md_number_bullet_lists
+    ),
     "detectable_format:constrained_response": _Spec(_constrained_response, {}),
     "detectable_format:number_highlighted_sections": _Spec(
-        _number_highlighted_sections, {"num_highlights": _positive_int}
+        _number_highlighted_sections, {"num_highlights": _positive_int}, _md_number_highlighted_sections
     ),
     "detectable_format:multiple_sections": _Spec(
-        _multiple_sections, {"section_spliter": _text, "num_sections": _positive_int}
+        _multiple_sections, {"section_spliter": _text, "num_sections": _positive_int}, _md_multiple_sections
     ),
-    "detectable_format:json_format": _Spec(_json_format, {}),
-    "detectable_format:title": _Spec(_title, {}),
+    "detectable_format:json_format": _Spec(_json_format, {}, _md_json_format),
+    "detectable_format:title": _Spec(_title, {}, _md_title),
     "combination:two_responses": _Spec(_two_responses, {}),
     "combination:repeat_prompt": _Spec(_repeat_prompt, {"prompt_to_repeat": _text}),
-    "startend:end_checker": _Spec(_end_checker, {"end_phrase": _text}),
+    "startend:end_checker": _Spec(_end_checker, {"end_phrase": _text}, _md_end_checker),
     "startend:quotation": _Spec(_quotation, {}),
     "change_case:capital_word_frequency": _Spec(
-        _capital_word_frequency, {"capital_frequency": _positive_int, "capital_relation": _relation}
+        _capital_word_frequency, {"capital_frequency": _positive_int, "capital_relation": _relation},
+        _md_capital_word_frequency,
     ),
-    "change_case:english_capital": _Spec(_english_capital, {}),
-    "change_case:english_lowercase": _Spec(_english_lowercase, {}),
-    "punctuation:no_comma": _Spec(_no_comma, {}),
+    "change_case:english_capital": _Spec(_english_capital, {}, _md_english_capital),
+    "change_case:english_lowercase": _Spec(_english_lowercase, {}, _md_english_lowercase),
+    "punctuation:no_comma": _Spec(_no_comma, {}, _md_no_comma),
 }
 
 SUPPORTED_IDS: frozenset[str] = frozenset(_REGISTRY)
@@ -407,15 +597,17 @@ def validate_kwargs(instruction_id: str, kwargs: dict) -> None:
     _validated(instruction_id, kwargs)
 
 
-def _check(spec: _Spec, response: str, kw: dict) -> bool:
-    return bool(response.strip()) and spec.check(response, kw)
+def _check(check: Callable[[str, dict], bool], response: str, kw: dict) -> bool:
+    return bool(response.strip()) and check(response, kw)
 
 
-def check_strict(instruction_id: str, response: str, kwargs: dict, prompt: str = "") -> bool:
-    """Whether the response follows the instruction as written. ``prompt`` is accepted for parity with
-    IFEval's interface; no supported checker needs it (repeat_prompt takes kwargs' prompt_to_repeat)."""
-    kw = _validated(instruction_id, kwargs)
-    return _check(_spec(instruction_id), response, kw)
+def check_strict(instruction_id: str, response: str, kwargs: dict, prompt: str = "", *,
+                 scoring: str = "ifeval") -> bool:
+    """Whether the response follows the instruction as written, read the ``scoring`` way ("ifeval" or
+    "markdown"). ``prompt`` is accepted for parity with IFEval's interface; no supported checker needs
+    it (repeat_prompt takes kwargs' prompt_to_repeat)."""
+    check = _spec(instruction_id).checker(_mode(scoring))
+    return _check(check, response, _validated(instruction_id, kwargs))
 
 
 def loose_variants(response: str) -> list[str]:
@@ -426,11 +618,12 @@ def loose_variants(response: str) -> list[str]:
     return trimmed + [t.replace("*", "") for t in trimmed]
 
 
-def check_loose(instruction_id: str, response: str, kwargs: dict, prompt: str = "") -> bool:
+def check_loose(instruction_id: str, response: str, kwargs: dict, prompt: str = "", *,
+                scoring: str = "ifeval") -> bool:
     """Whether the strict check passes on any of the loose variants (see loose_variants)."""
+    check = _spec(instruction_id).checker(_mode(scoring))
     kw = _validated(instruction_id, kwargs)
-    spec = _spec(instruction_id)
-    return any(_check(spec, variant, kw) for variant in loose_variants(response))
+    return any(_check(check, variant, kw) for variant in loose_variants(response))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -457,7 +650,8 @@ class Score:
         return sum(self.strict) / len(self.strict) if self.strict else 1.0
 
 
-def score(response: str, instruction_id_list: list[str], kwargs_list: list[dict], prompt: str = "") -> Score:
+def score(response: str, instruction_id_list: list[str], kwargs_list: list[dict], prompt: str = "", *,
+          scoring: str = "ifeval") -> Score:
     if len(instruction_id_list) != len(kwargs_list):
         raise UserError(
             f"kwargs_list has {len(kwargs_list)} entries but instruction_id_list has "
@@ -465,8 +659,8 @@ def score(response: str, instruction_id_list: list[str], kwargs_list: list[dict]
         )
     pairs = list(zip(instruction_id_list, kwargs_list))
     return Score(
-        strict=tuple(check_strict(i, response, kw, prompt) for i, kw in pairs),
-        loose=tuple(check_loose(i, response, kw, prompt) for i, kw in pairs),
+        strict=tuple(check_strict(i, response, kw, prompt, scoring=scoring) for i, kw in pairs),
+        loose=tuple(check_loose(i, response, kw, prompt, scoring=scoring) for i, kw in pairs),
     )
 
 

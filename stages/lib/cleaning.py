@@ -15,7 +15,7 @@ class Cleaned:
     truncated: bool  # generation hit max_new_tokens without finishing
 
 
-def clean(raw: str, delimiter: str, hit_token_limit: bool) -> Cleaned:
+def clean(raw: str, delimiter: str, hit_token_limit: bool, markers: tuple[str, ...] = NEXT_TURN_MARKERS) -> Cleaned:
     """The response in a raw generation: cut at the delimiter or at a run-on into a next turn.
 
     A colon is never a cut point by itself ("Ratio 3:1" stays whole); only a whole next-turn marker
@@ -26,18 +26,19 @@ def clean(raw: str, delimiter: str, hit_token_limit: bool) -> Cleaned:
     had_delimiter = delimiter in text
     if had_delimiter:
         text = text.split(delimiter, 1)[0]
-    cut = [text.find(m) for m in NEXT_TURN_MARKERS if m in text]
+    cut = [text.find(m) for m in markers if m in text]
     ran_on = bool(cut)
     if cut:
         text = text[: min(cut)]
     partial = False
     if not (had_delimiter or ran_on):
-        text, partial = _strip_partial_marker(text.rstrip(), delimiter, hit_token_limit)
+        text, partial = _strip_partial_marker(text.rstrip(), delimiter, hit_token_limit, markers)
     truncated = hit_token_limit and not (had_delimiter or ran_on or partial)
     return Cleaned(text=text.strip(), had_delimiter=had_delimiter, ran_on=ran_on, truncated=truncated)
 
 
-def _strip_partial_marker(text: str, delimiter: str, hit_token_limit: bool) -> tuple[str, bool]:
+def _strip_partial_marker(text: str, delimiter: str, hit_token_limit: bool,
+                          markers: tuple[str, ...] = NEXT_TURN_MARKERS) -> tuple[str, bool]:
     """Drop a started-but-unfinished delimiter on a line of its own ("answer\\n##"), and, when the token limit
     stopped generation, a started next-turn marker ("answer\\nInstr"). Text that merely ends in a delimiter
     character ("I like C#") is kept."""
@@ -46,7 +47,7 @@ def _strip_partial_marker(text: str, delimiter: str, hit_token_limit: bool) -> t
         if text == part or text.endswith("\n" + part):
             return text[:-n], True
     if hit_token_limit:
-        for marker in NEXT_TURN_MARKERS:
+        for marker in markers:
             for n in range(len(marker) - 1, 3, -1):  # the newline and 3+ characters: "\nRed" is not "\nResponse:"
                 if text.endswith(marker[:n]):
                     return text[:-n], True

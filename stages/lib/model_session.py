@@ -14,9 +14,9 @@ BASE_DIR = Path("models/base")
 
 def precision_for(params: ModelParams) -> Precision:
     """This host's precision for the params, refused when it is not what prepare_base recorded in models/base."""
-    set_threads(params.threads)
+    threads = set_threads(params.threads)
     precision = resolve_precision(params.dtype, params.quantization)
-    check_runtime(BASE_DIR, runtime_choice(precision, params.attn_implementation))
+    check_runtime(BASE_DIR, runtime_choice(precision, params.attn_implementation, threads))
     return precision
 
 

@@ -1,8 +1,9 @@
-"""Synthetic rejected responses, in the spirit of the original methodology, typed and weighted.
+"""Synthetic rejected responses, typed and weighted.
 
-Types: an unwarranted refusal; a format violation (the chosen response edited to break exactly one
-of its prompt's constraints, which the checkers confirm); an off-topic answer (another prompt's
-response); a verbose, vague padding of the answer; a truncation mid-sentence.
+Types: a minimal edit (the chosen response edited to break exactly one of its prompt's constraints, which
+the checkers confirm: the pair differs on the constraint and little else); an unwarranted refusal; an
+off-topic answer (another prompt's response); a verbose, vague padding of the answer; a truncation
+mid-sentence.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Callable, Optional
 
 from . import checkers
 
-NEGATIVE_TYPES = ("refusal", "format_violation", "off_topic", "verbose", "truncated")
+NEGATIVE_TYPES = ("minimal_edit", "refusal", "off_topic", "verbose", "truncated")
 
 REFUSALS = (
     "I'm sorry, but I can't help with that request.",
@@ -26,6 +27,15 @@ HEDGES = (
     "Of course, everyone may have their own opinion about this kind of thing.",
     "It is worth noting that things can vary quite a bit from case to case.",
 )
+
+
+_REFUSAL_START = re.compile(r"\s*(i'm sorry|i am sorry|i cannot|i can't|i can not|as an ai)", re.IGNORECASE)
+
+
+def is_refusal(text: str) -> bool:
+    """Declines instead of answering: one of our stock refusals, or an answer that opens like one."""
+    lowered = text.lower()
+    return any(r.lower() in lowered for r in REFUSALS) or bool(_REFUSAL_START.match(text))
 
 
 def draw_types(weights: dict[str, float], n: int, rng: random.Random) -> list[str]:
@@ -78,10 +88,12 @@ def _edits(kwargs: dict) -> list[Callable[[str], str]]:
     return edits
 
 
-def format_violation(text: str, ids: list[str], kwargs: list[dict], rng: random.Random) -> Optional[tuple[str, str]]:
-    """Edit ``text`` so exactly one constraint it meets now fails; returns (text, broken id) or None."""
+def format_violation(text: str, ids: list[str], kwargs: list[dict], rng: random.Random,
+                     only: Optional[str] = None) -> Optional[tuple[str, str]]:
+    """Edit ``text`` so exactly one constraint it meets now fails (``only`` that id, if given); returns
+    (text, broken id) or None."""
     before = checkers.score(text, ids, kwargs).strict
-    targets = [i for i, ok in enumerate(before) if ok]
+    targets = [i for i, ok in enumerate(before) if ok and (only is None or ids[i] == only)]
     rng.shuffle(targets)
     for target in targets:
         edits = _edits(kwargs[target])

@@ -46,9 +46,11 @@ class ModelParams(Strict):
 
 class InstructionsParams(Strict):
     seed: Seed = 0
-    n_train: int = Field(120, ge=1, le=10_000_000)
-    n_eval: int = Field(60, ge=1, le=10_000_000)
-    eval_task_fraction: float = Field(0.3, gt=0.0, lt=1.0)
+    n_train: int = Field(400, ge=1, le=10_000_000)
+    n_dev: int = Field(120, ge=1, le=10_000_000, description="held-out prompts for choosing defaults")
+    n_test: int = Field(300, ge=1, le=10_000_000, description="held-out prompts nothing is tuned on")
+    eval_task_fraction: float = Field(0.3, gt=0.0, lt=1.0, description="share of tasks held out (dev + test)")
+    dev_task_fraction: float = Field(0.34, gt=0.0, lt=1.0, description="share of held-out tasks given to dev")
     max_constraints: int = Field(2, ge=1, le=4)
     self_instruct_count: int = Field(0, ge=0, le=1_000_000)
     near_duplicate_threshold: float = Field(0.85, gt=0.0, le=1.0)
@@ -56,16 +58,27 @@ class InstructionsParams(Strict):
 
 class GenerateParams(Strict):
     seed: Seed = 0
-    k: int = Field(2, ge=1, le=256, description="samples per instruction; the best valid one is kept")
-    n_shots: int = Field(2, ge=0, le=8)
-    max_new_tokens: Tokens = 96
+    k: int = Field(2, ge=1, le=256, description="samples per instruction and round")
+    k_max: int = Field(8, ge=1, le=256, description="samples at most per instruction: rounds go on while none passes")
+    n_shots: int = Field(3, ge=0, le=8)
+    max_new_tokens: Tokens = 160
     temperature: float = Field(0.7, ge=0.0, le=100.0)
     top_p: float = Field(0.9, gt=0.0, le=1.0)
     repetition_penalty: float = Field(1.1, gt=0.0, le=100.0)
-    batch_size: Batch = 16
+    batch_size: Batch = 64
     delimiter: str = Field("###", min_length=1)
+    revise_rounds: int = Field(1, ge=0, le=8, description="critique-and-revise rounds for failing drafts (0 = off)")
+    revise_samples: int = Field(2, ge=1, le=16, description="revisions drawn per failing draft and round")
+    backtranslate: bool = True
     placeholder_fallback: bool = False
     max_placeholder_rate: float = Field(0.2, ge=0.0, le=1.0)
+    min_kept_pass_rate: float = Field(0.95, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _rounds(self):
+        if self.k > self.k_max:
+            raise ValueError(f"k ({self.k}) must not exceed k_max ({self.k_max})")
+        return self
 
 
 class LoraParams(Strict):
@@ -109,23 +122,23 @@ class SftParams(TrainParams):
 
 class PrefsParams(Strict):
     seed: Seed = 0
-    n_samples: int = Field(4, ge=2, le=256)
-    max_new_tokens: Tokens = 96
+    n_samples: int = Field(4, ge=1, le=256, description="on-policy samples from the SFT model per prompt")
+    max_new_tokens: Tokens = 160
     temperature: float = Field(0.9, ge=0.0, le=100.0)
     top_p: float = Field(0.95, gt=0.0, le=1.0)
-    batch_size: Batch = 16
-    min_margin: float = Field(0.25, ge=0.0, le=10.0)
+    batch_size: Batch = 64
+    min_margin: float = Field(0.0, ge=0.0, le=10.0, description="a pair's checked score margin must also reach this")
     synthetic_per_prompt: int = Field(1, ge=0, le=64)
     negative_weights: dict[
-        Literal["refusal", "format_violation", "off_topic", "verbose", "truncated"],
+        Literal["minimal_edit", "refusal", "off_topic", "verbose", "truncated"],
         Annotated[float, Field(ge=0.0, le=1e6)],
     ] = Field(
         default_factory=lambda: {
-            "refusal": 1.0,
-            "format_violation": 2.0,
-            "off_topic": 1.0,
-            "verbose": 1.0,
-            "truncated": 1.0,
+            "minimal_edit": 1.0,
+            "refusal": 0.0,
+            "off_topic": 0.0,
+            "verbose": 0.0,
+            "truncated": 0.0,
         }
     )
 
@@ -147,9 +160,19 @@ class DpoParams(TrainParams):
 
 
 class EvalParams(Strict):
-    prompts: str = Field("data/instructions/eval.jsonl", min_length=1)
+    # data/suites/<name>.jsonl, each evaluated for every model (dvc.yaml's evaluate matrix); the report's
+    # headline is "test". dev and test are written by make_instructions, handwritten is in git.
+    suites: list[Annotated[str, Field(pattern=r"^[a-z0-9_]+$")]] = Field(
+        default_factory=lambda: ["test", "handwritten"], min_length=1)
     max_new_tokens: Tokens = 128
     batch_size: Batch = 16
+    scoring: Literal["ifeval", "markdown"] = "ifeval"  # checkers.SCORING_MODES
+
+    @model_validator(mode="after")
+    def _unique(self):
+        if len(set(self.suites)) != len(self.suites):
+            raise ValueError(f"suites must not repeat a name (got {self.suites})")
+        return self
 
 
 class ReportParams(Strict):

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from . import checkers
 from .cleaning import is_valid, Cleaned
-from .negatives import HEDGES, REFUSALS
+from .negatives import HEDGES, is_refusal
 
 GATE_PENALTIES = {
     "invalid": 1.0,  # empty, or delimiter / next-turn residue
@@ -42,7 +42,7 @@ def failed_gates(text: str, instruction: str, delimiter: str, hit_token_limit: b
     cleaned = Cleaned(text=text, had_delimiter=False, ran_on=False, truncated=hit_token_limit)
     if not is_valid(cleaned, delimiter):
         gates.append("invalid")
-    if any(r.lower() in text.lower() for r in REFUSALS) or re.match(r"\s*(i'm sorry|i cannot|i can't)", text, re.I):
+    if is_refusal(text):
         gates.append("refusal")
     if hit_token_limit or (text.strip() and not _TERMINAL.search(text.strip())):
         gates.append("truncated")

@@ -72,6 +72,14 @@ class FewShotExample(Record):
     kwargs: list[dict] = []
 
 
+# Where an SFT record's response came from (generate_sft's routes, stages/lib/sft_routes.py):
+#   model           a sampled response that passes every constraint of its instruction
+#   revised         the base model's revision of its own failing draft, told the checker's findings; passes
+#   backtranslated  a sampled response with an instruction rewritten to the constraints it already satisfies
+#   placeholder     no valid response: a fixed text, off by default, never counted as passing
+SOURCES = ("model", "revised", "backtranslated", "placeholder")
+
+
 class SftExample(Record):
     """One SFT training record: TRL's prompt/completion format, plus provenance and checker scores."""
 
@@ -79,16 +87,19 @@ class SftExample(Record):
 
     prompt: Text  # zero-shot, what SFT trains on and evaluation uses
     completion: Text
-    generation_prompt: str  # the exact few-shot prompt that produced the completion
+    generation_prompt: str  # the exact prompt (few-shot, or revision) that produced the completion
     key: int | str
     instruction: str
     instruction_id_list: list[str]
     kwargs: list[dict]
     category: str
-    source: Literal["model", "placeholder"]
+    source: Literal[SOURCES]
     strict_score: float = Field(ge=0.0, le=1.0)
     truncated: bool
-    sample_index: int
+    sample_seed: int  # the generation seed of the call that drew this completion (one per round)
+    sample_index: int  # the sample's index within that call (-1 for a placeholder)
+    task_id: Optional[str] = None
+    original_instruction: Optional[str] = None  # back-translated: the instruction the response was drawn for
 
 
 class PreferencePair(Record):
@@ -99,6 +110,7 @@ class PreferencePair(Record):
     rejected_score: float
     margin: float
     rejected_type: str
+    chosen_source: Literal["policy", "sft_data"]  # an on-policy sample that passes, or the verified SFT response
     key: int | str
     category: str
 
