@@ -75,8 +75,8 @@ def test_yaml_1_1_spellings_mean_what_they_mean_to_dvc(tmp_path):
     (tmp_path / "params.yaml").write_text("model:\n  trust_remote_code: yes\n")
     with pytest.raises(UserError, match="model.trust_remote_code: Input should be a valid boolean"):
         load_params(tmp_path / "params.yaml")
-    (tmp_path / "params.yaml").write_text("generate:\n  k: 010\n")
-    assert load_params(tmp_path / "params.yaml").generate.k == 10
+    (tmp_path / "params.yaml").write_text("generate:\n  k_max: 010\n")
+    assert load_params(tmp_path / "params.yaml").generate.k_max == 10
 
 
 def test_a_key_given_twice_is_refused_with_its_line(tmp_path):

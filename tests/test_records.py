@@ -50,7 +50,7 @@ def test_bad_lines_name_the_file_and_line(tmp_path, second_line, message):
 
 def test_scores_must_be_finite(tmp_path):
     pair = {"prompt": "p", "chosen": "a", "rejected": "b", "chosen_score": 1.0, "rejected_score": 0.0, "margin": 1.0,
-            "rejected_type": "policy", "key": 1, "category": "c"}
+            "rejected_type": "policy", "chosen_source": "policy", "key": 1, "category": "c"}
     path = _write(tmp_path / "pairs.jsonl", json.dumps(pair).replace('"margin": 1.0', '"margin": NaN').encode())
     with pytest.raises(UserError, match=r"pairs\.jsonl:1: NaN is not a JSON number"):
         read_jsonl(path, PreferencePair)
@@ -59,7 +59,7 @@ def test_scores_must_be_finite(tmp_path):
 def test_preference_pairs_may_share_a_key(tmp_path):
     """Several pairs come from one instruction: only records that stand for one prompt each need unique keys."""
     pair = {"prompt": "p", "chosen": "a", "rejected": "b", "chosen_score": 1.0, "rejected_score": 0.0, "margin": 1.0,
-            "rejected_type": "policy", "key": 1, "category": "c"}
+            "rejected_type": "policy", "chosen_source": "policy", "key": 1, "category": "c"}
     path = _write(tmp_path / "pairs.jsonl", json.dumps(pair).encode(), json.dumps(pair | {"rejected": "c"}).encode())
     assert len(read_jsonl(path, PreferencePair)) == 2
     assert Instruction.unique_key and SftExample.unique_key and EvalOutcome.unique_key
