@@ -15,10 +15,11 @@ from collections import Counter
 from pathlib import Path
 
 from stages.lib import negatives
+from stages.lib.context_window import check_prompts_fit
 from stages.lib.errors import UserError, stage_main
 from stages.lib.generation import GenerationSettings, generate
 from stages.lib.io import remove_outputs, write_json_atomic, write_jsonl_atomic
-from stages.lib.manifest import build_manifest
+from stages.lib.manifest import build_manifest, environment
 from stages.lib.model_session import open_model
 from stages.lib.params import load_params
 from stages.lib.paths import SFT_ADAPTER
@@ -102,6 +103,8 @@ def main() -> None:
     with measured() as run:
         model, tokenizer, precision = open_model(params.model, adapters=[SFT_ADAPTER])
         instructions = [as_instruction(r) for r in records]
+        check_prompts_fit(model, tokenizer, [r.prompt for r in records], prefs.max_new_tokens,
+                          budget_key="prefs.max_new_tokens", source=str(SFT_DATA), keys=[r.key for r in records])
         settings = GenerationSettings(prefs.max_new_tokens, prefs.temperature, prefs.top_p, 1.0,
                                       prefs.batch_size, prefs.seed)
         samples = generate(model, tokenizer, [r.prompt for r in records], settings,
@@ -133,7 +136,8 @@ def main() -> None:
         raise UserError(f"prefs.min_margin: no pair reached a margin of {prefs.min_margin}; no pairs written "
                         "(raise prefs.n_samples or lower prefs.min_margin)")
     metrics = prefs_metrics(pairs, len(records), pass_rate, attempted) | {"wall_s": run.wall_s,
-                                                                           "peak_rss_mb": run.peak_rss_mb}
+                                                                           "peak_rss_mb": run.peak_rss_mb,
+                                                                           "environment": environment()}
     write_jsonl_atomic(OUT, pairs)
     write_json_atomic(MANIFEST, build_manifest(stage="build_prefs", adapter=str(SFT_ADAPTER),
                                                precision=precision.to_dict(), prefs=prefs.model_dump()))

@@ -13,10 +13,12 @@ from pathlib import Path
 
 from stages.lib import checkers
 from stages.lib.cleaning import clean
+from stages.lib.context_window import check_prompts_fit
 from stages.lib.errors import UserError, stage_main
 from stages.lib.eval_metrics import summarize
 from stages.lib.generation import GenerationSettings, generate
 from stages.lib.io import remove_outputs, write_json_atomic, write_jsonl_atomic
+from stages.lib.manifest import environment
 from stages.lib.model_session import open_model
 from stages.lib.params import load_params
 from stages.lib.paths import MODELS, eval_metrics_path, outcomes_path, suite_path
@@ -90,8 +92,11 @@ def main(argv: list[str] | None = None) -> None:
         model, tokenizer, precision = open_model(params.model, adapters)
         delimiter = params.generate.delimiter
         settings = GenerationSettings(params.eval.max_new_tokens, batch_size=params.eval.batch_size)  # greedy
-        samples = generate(model, tokenizer, [zero_shot_prompt(p.prompt) for p in prompts], settings,
-                           stop_strings=stop_strings(delimiter), desc=f"evaluate@{name}-{suite}")
+        texts = [zero_shot_prompt(p.prompt) for p in prompts]
+        check_prompts_fit(model, tokenizer, texts, params.eval.max_new_tokens, budget_key="eval.max_new_tokens",
+                          source=str(suite_path(suite)), keys=[p.key for p in prompts])
+        samples = generate(model, tokenizer, texts, settings, stop_strings=stop_strings(delimiter),
+                           desc=f"evaluate@{name}-{suite}")
         outcomes = [outcome(p, clean(s[0].text, delimiter, s[0].hit_token_limit).text, params.eval.scoring)
                     for p, s in zip(prompts, samples)]
         weights_mb = sum(t.numel() * t.element_size() for t in model.parameters()) / 2**20
@@ -107,6 +112,7 @@ def main(argv: list[str] | None = None) -> None:
         "wall_s": run.wall_s,
         "peak_rss_mb": run.peak_rss_mb,
         "weights_mb": round(weights_mb, 1),
+        "environment": environment(),
     }
     write_jsonl_atomic(out_file, outcomes)
     write_json_atomic(metrics_file, metrics)

@@ -13,11 +13,12 @@ import random
 from pathlib import Path
 
 from stages.lib import checkers
+from stages.lib.context_window import check_prompts_fit
 from stages.lib.curated import read_constraints, read_tasks
 from stages.lib.errors import UserError, stage_main
 from stages.lib.generation import GenerationSettings, generate
 from stages.lib.io import atomic_dir, remove_outputs, write_json_atomic, write_jsonl_atomic
-from stages.lib.manifest import build_manifest
+from stages.lib.manifest import build_manifest, environment
 from stages.lib.model_session import open_model, precision_for
 from stages.lib.params import GenerateParams, load_params
 from stages.lib.prompts import Shot, as_completion, few_shot_prompt, pick_shots, revision_stop_strings, stop_strings, zero_shot_prompt
@@ -123,6 +124,9 @@ def main() -> None:
                 raise
             print(f"generate_sft: model unavailable ({exc}); every record falls back to a placeholder")
             model = None
+        if model is not None:
+            check_prompts_fit(model, tokenizer, prompts, gen.max_new_tokens, budget_key="generate.max_new_tokens",
+                              source=f"{TRAIN} (as few-shot prompts)", keys=[i.key for i in instructions])
 
         sampled = [[] for _ in instructions]
         revised = [[] for _ in instructions]
@@ -160,7 +164,7 @@ def main() -> None:
         qc["passing_by_k"] = passing_by_k(sampled, gen.k, gen.k_max) if model is not None else {}
 
     check_gates(qc, gen, len(records))
-    qc |= {"wall_s": run.wall_s, "peak_rss_mb": run.peak_rss_mb,
+    qc |= {"wall_s": run.wall_s, "peak_rss_mb": run.peak_rss_mb, "environment": environment(),
            "tokens_per_s": round(qc["generated_tokens"] / run.wall_s, 1) if run.wall_s else 0.0}
     manifest = build_manifest(model=_model_identity(), precision=precision.to_dict(), generation=gen.model_dump(),
                               sampling=SAMPLING_SCHEME, n_records=len(records))

@@ -4,6 +4,11 @@
 
 ``sft.accelerate_config`` / ``dpo.accelerate_config`` pick the config (configs/accelerate/): one
 process, multi-GPU DDP, FSDP or DeepSpeed ZeRO-3. The stage itself is the same code either way.
+
+The config must be a file under configs/accelerate/: that folder is a dependency of both training
+stages in dvc.yaml, so editing a config (num_processes, the sharding) reruns them. On one machine the
+processes meet on a port the system picks free (``--main_process_port 0``), so two runs on one host
+(two experiments, two users) never collide; several machines need the port their config names.
 """
 from __future__ import annotations
 
@@ -12,16 +17,37 @@ import sys
 from pathlib import Path
 
 from stages.lib.errors import UserError, stage_main
-from stages.lib.params import load_params
+from stages.lib.params import load_params, read_yaml
 
 SECTIONS = {"train_sft": "sft", "train_dpo": "dpo"}
+CONFIG_DIR = Path("configs/accelerate")
 
 
-def launch_command(stage: str, accelerate_config: str | None) -> list[str]:
+def launch_command(stage: str, accelerate_config: str | None, settings: dict | None = None) -> list[str]:
     module = f"stages.{stage}"
     if accelerate_config is None:
         return [sys.executable, "-m", module]
-    return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", accelerate_config, "-m", module]
+    settings = settings or {}
+    # 0: accelerate asks the system for a free port. Several machines must agree on theirs (the config's);
+    # `use_cpu` configs go through accelerate's simple launcher, which does not translate 0.
+    free_port = int(settings.get("num_machines", 1)) <= 1 and not settings.get("use_cpu", False)
+    port = ["--main_process_port", "0"] if free_port else []
+    return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", accelerate_config, *port,
+            "-m", module]
+
+
+def read_config(key: str, config: str) -> dict:
+    """An accelerate config, once it is known to be a tracked file that parses."""
+    path = Path(config)
+    if not path.is_file():
+        raise UserError(f"{key}: {config}: file not found (see configs/accelerate/)")
+    if CONFIG_DIR.resolve() not in path.resolve().parents:
+        raise UserError(f"{key}: {config} is outside {CONFIG_DIR}/, which dvc.yaml tracks; copy it there so that "
+                        "editing it reruns training")
+    settings = read_yaml(path)
+    if not isinstance(settings, dict):
+        raise UserError(f"{key}: {config}: expected an accelerate config (a mapping)")
+    return settings
 
 
 @stage_main
@@ -30,10 +56,10 @@ def main(argv: list[str] | None = None) -> None:
     if len(args) != 1 or args[0] not in SECTIONS:
         raise UserError(f"usage: python -m stages.launch {{{','.join(SECTIONS)}}}")
     stage = args[0]
-    config = getattr(load_params(), SECTIONS[stage]).accelerate_config
-    if config is not None and not Path(config).is_file():
-        raise UserError(f"{SECTIONS[stage]}.accelerate_config: {config}: file not found (see configs/accelerate/)")
-    command = launch_command(stage, config)
+    section = SECTIONS[stage]
+    config = getattr(load_params(), section).accelerate_config
+    settings = read_config(f"{section}.accelerate_config", config) if config is not None else None
+    command = launch_command(stage, config, settings)
     sys.stdout.flush()
     os.execv(command[0], command)  # the stage replaces this process: signals and exit status pass through
 

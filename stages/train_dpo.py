@@ -16,17 +16,21 @@ from stages.lib.dpo_setup import dpo_setup
 from stages.lib.errors import UserError, stage_main
 from stages.lib.io import atomic_dir, remove_outputs, write_json_atomic
 from stages.lib.loader import apply_adapters, load_base_model, load_tokenizer
-from stages.lib.manifest import build_manifest
+from stages.lib.manifest import build_manifest, environment
 from stages.lib.model_session import BASE_DIR, precision_for
 from stages.lib.params import load_params
 from stages.lib.records import PreferencePair, read_jsonl
 from stages.lib.runinfo import measured
-from stages.lib.training import ScratchDir, dvclive_callback, is_main_process, save_adapter, summarize_training
+from stages.lib.training import (
+    ScratchDir, check_finite, dvclive_callback, finite_loss_guard, gather_adapter, is_main_process, publish_curves,
+    save_adapter, summarize_training,
+)
 
 DATA = Path("data/prefs/pairs.jsonl")
 OUT = Path("models/dpo")
 METRICS = Path("metrics/train_dpo.json")
 LIVE = Path("metrics/train_dpo")
+LIVE_PLOTS = LIVE / "plots" / "metrics"  # the plots output dvc.yaml declares; DVCLive writes the rest of LIVE
 CURVES = ("loss", "rewards/margins", "rewards/accuracies", "rewards/chosen", "rewards/rejected")
 
 
@@ -51,7 +55,7 @@ def main() -> None:
     params = load_params()
     pairs = [{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected} for p in read_jsonl(DATA, PreferencePair)]
     precision = precision_for(params.model)
-    remove_outputs(OUT, METRICS, LIVE)
+    remove_outputs(OUT, METRICS, LIVE_PLOTS)
     tokenizer = load_tokenizer(BASE_DIR, trust_remote_code=params.model.trust_remote_code)
 
     with ScratchDir() as scratch, measured() as run:
@@ -64,17 +68,21 @@ def main() -> None:
         model = apply_adapters(model, setup.start_adapters, merge_all=True)
         trainer = LeanDPOTrainer(
             model=model, ref_model=None, args=DPOConfig(**setup.config_kwargs), train_dataset=Dataset.from_list(pairs),
-            processing_class=tokenizer, peft_config=setup.lora, callbacks=[dvclive_callback(LIVE)],
+            processing_class=tokenizer, peft_config=setup.lora,
+            callbacks=[dvclive_callback(Path(scratch) / "live"), finite_loss_guard()],
         )
         trainer.train()
+        check_finite(trainer, "dpo")
+        weights = gather_adapter(trainer)  # every process: under FSDP / ZeRO-3 each holds only a shard
+        publish_curves(trainer, Path(scratch) / "live", LIVE)  # only now: a failed run leaves no partial curves
 
     if not is_main_process(trainer):
         return
     token_counts = [{"input_ids": [0] * n} for n in _pair_lengths(tokenizer, pairs, params.dpo.max_length)]
     metrics = (summarize_training(trainer, token_counts, run) | curve_ends(trainer.state.log_history)
-               | {"init": setup.init, "n_pairs": len(pairs)})
+               | {"init": setup.init, "n_pairs": len(pairs), "environment": environment()})
     with atomic_dir(OUT) as tmp:
-        save_adapter(trainer.model, tmp)
+        save_adapter(trainer.model, tmp, weights)
         for adapter in setup.start_adapters:  # the whole stack in one folder: evaluation reads models/dpo alone
             shutil.copytree(adapter, tmp / "start", ignore=shutil.ignore_patterns("manifest.json"))
         write_json_atomic(tmp / "manifest.json", build_manifest(

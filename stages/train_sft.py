@@ -12,20 +12,22 @@ from pathlib import Path
 from stages.lib.errors import stage_main
 from stages.lib.io import atomic_dir, remove_outputs, write_json_atomic
 from stages.lib.loader import load_base_model, load_tokenizer
-from stages.lib.manifest import build_manifest
+from stages.lib.manifest import build_manifest, environment
 from stages.lib.model_session import BASE_DIR, precision_for
 from stages.lib.params import load_params
 from stages.lib.records import SftExample, dump, read_jsonl
 from stages.lib.runinfo import measured
 from stages.lib.sft_tokenize import tokenize_records
 from stages.lib.training import (
-    ScratchDir, dvclive_callback, is_main_process, lora_config, save_adapter, sft_config, summarize_training,
+    ScratchDir, check_finite, dvclive_callback, finite_loss_guard, gather_adapter, is_main_process, lora_config,
+    publish_curves, save_adapter, sft_config, summarize_training,
 )
 
 DATA = Path("data/sft/train.jsonl")
 OUT = Path("models/sft")
 METRICS = Path("metrics/train_sft.json")
 LIVE = Path("metrics/train_sft")
+LIVE_PLOTS = LIVE / "plots" / "metrics"  # the plots output dvc.yaml declares; DVCLive writes the rest of LIVE
 
 
 def split(examples: list[dict], eval_fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
@@ -45,7 +47,7 @@ def main() -> None:
     params = load_params()
     sft = params.sft
     records = dump(read_jsonl(DATA, SftExample))
-    remove_outputs(OUT, METRICS, LIVE)
+    remove_outputs(OUT, METRICS, LIVE_PLOTS)
 
     precision = precision_for(params.model)
     tokenizer = load_tokenizer(BASE_DIR, trust_remote_code=params.model.trust_remote_code)
@@ -58,18 +60,22 @@ def main() -> None:
         trainer = LeanSFTTrainer(
             model=model, args=args, processing_class=tokenizer, peft_config=lora_config(sft.lora),
             train_dataset=Dataset.from_list(train_set), eval_dataset=Dataset.from_list(eval_set) if eval_set else None,
-            callbacks=[dvclive_callback(LIVE)],
+            callbacks=[dvclive_callback(Path(scratch) / "live"), finite_loss_guard()],
         )
         eval_before = trainer.evaluate()["eval_loss"] if eval_set else None
         trainer.train()
         eval_after = trainer.evaluate()["eval_loss"] if eval_set else None
+        check_finite(trainer, "sft")
+        weights = gather_adapter(trainer)  # every process: under FSDP / ZeRO-3 each holds only a shard
+        publish_curves(trainer, Path(scratch) / "live", LIVE)  # only now: a failed run leaves no partial curves
 
     if not is_main_process(trainer):
         return
     metrics = summarize_training(trainer, train_set, run) | {"eval_loss_before": eval_before, "eval_loss_after": eval_after,
-                                                             "n_train": len(train_set), "n_eval": len(eval_set)}
+                                                             "n_train": len(train_set), "n_eval": len(eval_set),
+                                                             "environment": environment()}
     with atomic_dir(OUT) as tmp:
-        save_adapter(trainer.model, tmp)
+        save_adapter(trainer.model, tmp, weights)
         write_json_atomic(tmp / "manifest.json", build_manifest(
             stage="train_sft", base=str(BASE_DIR), precision=precision.to_dict(), sft=sft.model_dump(),
             gradient_checkpointing=args.activation_checkpointing))

@@ -26,12 +26,13 @@ def tiny_base(tiny_hf_dir, tmp_path) -> Path:
     return base
 
 
-def run_stage(module: str, cwd: Path, *args: str, timeout: int = 600):
-    """Run ``python -m stages.<module>`` in ``cwd`` as DVC would, with the project importable."""
+def run_stage(module: str, cwd: Path, *args: str, timeout: int = 600, env: dict | None = None):
+    """Run ``python -m stages.<module>`` in ``cwd`` as DVC would, with the project importable (``env``: extra
+    environment variables)."""
     import os
     import subprocess
 
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = dict(os.environ, **(env or {}), PYTHONPATH=str(ROOT))
     return subprocess.run(
         [sys.executable, "-m", f"stages.{module}", *args],
         cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
@@ -54,14 +55,16 @@ def write_params(directory: Path, **sections) -> Path:
 
 
 # Settings that make every stage run in seconds on the tiny model. Generation from a random model
-# is gibberish, so placeholders are allowed and preference margins may be zero.
+# is gibberish, so placeholders are allowed and preference margins may be zero. The tiny tokenizer has
+# 400 tokens, so a zero-shot prompt is about 200 tokens: max_length must hold it with its completion
+# (train_sft refuses a record that truncation would leave without a completion token).
 TINY_SETTINGS = {
     "instructions": {"n_train": 16, "n_dev": 6, "n_test": 8},
     "generate": {"k": 2, "k_max": 2, "n_shots": 2, "max_new_tokens": 12, "batch_size": 8, "placeholder_fallback": True,
                  "max_placeholder_rate": 1.0, "min_kept_pass_rate": 0.0},
-    "sft": {"max_steps": 2, "batch_size": 4, "max_length": 128, "eval_fraction": 0.25},
+    "sft": {"max_steps": 2, "batch_size": 4, "max_length": 512, "eval_fraction": 0.25},
     "prefs": {"n_samples": 2, "max_new_tokens": 12, "batch_size": 8, "min_margin": 0.0},
-    "dpo": {"max_steps": 2, "batch_size": 4, "max_length": 128},
+    "dpo": {"max_steps": 2, "batch_size": 4, "max_length": 512},
     "eval": {"max_new_tokens": 12, "batch_size": 8, "suites": ["test", "handwritten"]},
     "report": {"bootstrap_samples": 200},
 }
@@ -94,7 +97,7 @@ def tiny_pipeline(tiny_hf_dir, tmp_path_factory) -> Path:
     return project
 
 
-PROJECT_FILES = ("dvc.yaml", "params.yaml", ".dvcignore", "stages", *DATA_FILES)
+PROJECT_FILES = ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", "stages", "configs/accelerate", *DATA_FILES)
 
 
 def dvc_env() -> dict:

@@ -192,6 +192,26 @@ def queue_statuses(text: str) -> list[str]:
     return re.findall(r"\b(Queued|Running|Success|Failed)\b", text)
 
 
+def experiments_of(show: list) -> dict[str, dict]:
+    """name -> data, for every experiment in `dvc exp show --json`."""
+    found = {}
+
+    def walk(node):
+        if isinstance(node, dict):
+            if node.get("name") and isinstance(node.get("data"), dict) and node["data"].get("params") is not None \
+                    and node.get("rev") != "workspace":
+                found[node["name"]] = node["data"]
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    for baseline in show:
+        walk(baseline.get("experiments") or [])
+    return found
+
+
 def queued_grid(tmp_path_factory, reproduced) -> dict:
     """`dvc exp run --queue -S dpo.beta=0.05,0.3`, then `dvc queue start`, waited for to the end."""
     def build():

@@ -45,8 +45,8 @@ def _delete_adapter(repo: Path) -> None:
 
 
 def _empty_eval_file(repo: Path) -> None:
-    (repo / "data/empty.jsonl").write_text("")
-    set_param(repo, "eval.prompts", "data/empty.jsonl")
+    (repo / "data/suites/empty.jsonl").write_text("")
+    set_param(repo, "eval.suites", ["empty"])
 
 
 def _closed_port() -> int:
@@ -63,6 +63,47 @@ def _unreachable_remote(repo: Path) -> None:
     sh(repo, "dvc", "remote", "modify", "dead", "read_timeout", "1")
     sh(repo, "dvc", "remote", "modify", "--local", "dead", "access_key_id", "fake")
     sh(repo, "dvc", "remote", "modify", "--local", "dead", "secret_access_key", "fake")
+
+
+def _eval_file(lines: list[bytes]):
+    """An evaluation suite (data/suites/bad.jsonl, in eval.suites) made of ``lines``."""
+    def breaks(repo: Path) -> None:
+        (repo / "data/suites/bad.jsonl").write_bytes(b"".join(line + b"\n" for line in lines))
+        set_param(repo, "eval.suites", ["bad"])
+    return breaks
+
+
+GOOD_PROMPT = b'{"key": 1, "prompt": "Name a colour.", "instruction_id_list": ["punctuation:no_comma"], "kwargs": [{}]}'
+
+
+def _param(dotted: str, value):
+    return lambda repo: set_param(repo, dotted, value)
+
+
+def _outside_config(repo: Path) -> None:
+    import shutil
+
+    shutil.copy(repo / "configs/accelerate/cpu_ddp.yaml", repo.parent / "mine.yaml")
+    set_param(repo, "sft.accelerate_config", str(repo.parent / "mine.yaml"))
+
+
+def _nan_weight(repo: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    weights = repo / "models/base/model.safetensors"
+    tensors = load_file(weights)
+    tensors["model.layers.0.self_attn.q_proj.weight"][0, 0] = float("nan")
+    weights.chmod(0o644)  # DVC leaves checked-out files read-only only with link cache types; be sure
+    save_file(tensors, weights, metadata={"format": "pt"})
+
+
+def _other_host(repo: Path) -> None:
+    import json
+
+    path = repo / "models/base/base.json"
+    manifest = json.loads(path.read_text())
+    manifest["runtime"]["attn_implementation"] = "flash_attention_2"  # what a CUDA host with flash-attn makes of auto
+    path.write_text(json.dumps(manifest))
 
 
 @dataclass(frozen=True)
@@ -83,8 +124,43 @@ CASES = {
         _delete_adapter, ("dvc", "repro", "--single-item", "build_prefs"), "models/sft"),
     "deleted adapter (stage)": Case(_delete_adapter, (*PY, "stages.build_prefs"),
                                     "models/sft: the SFT adapter is missing"),
-    "empty eval file": Case(_empty_eval_file, ("dvc", "repro"), "data/empty.jsonl: no records"),
+    "empty eval file": Case(_empty_eval_file, ("dvc", "repro"), "data/suites/empty.jsonl: no records"),
     "unreachable remote": Case(_unreachable_remote, ("dvc", "push", "-r", "dead"), "Could not connect"),
+    # issue 13: values no run can use, records no reader should accept, limits, and mismatched machines
+    "infinite temperature": Case(_param("generate.temperature", float("inf")), ("dvc", "repro"),
+                                 "generate.temperature: Input should be a finite number (got inf)"),
+    "seed out of range": Case(_param("sft.seed", 2**32), ("dvc", "repro"),
+                              "sft.seed: Input should be less than or equal to 4294967295"),
+    "empty target_modules": Case(_param("dpo.lora", {"r": 16, "alpha": 32, "dropout": 0.0, "target_modules": []}),
+                                 ("dvc", "repro"), "dpo.lora.target_modules: Value error, must name at least one"),
+    "eval prompts not UTF-8": Case(
+        _eval_file([GOOD_PROMPT, '{"key": 2, "prompt": "Caf\xe9?", "instruction_id_list": [], "kwargs": []}'.encode(
+            "latin-1")]), ("dvc", "repro"), "data/suites/bad.jsonl:2: not UTF-8 text (byte 26 of the line is 0xe9)"),
+    "eval prompts nested too deeply": Case(
+        _eval_file([GOOD_PROMPT, b'{"key": 2, "prompt": "x", "instruction_id_list": [], "kwargs": ['
+                    + b"[" * 50_000 + b"]" * 50_000 + b"]}"]), ("dvc", "repro"), "data/suites/bad.jsonl:2: nested too deeply"),
+    "NaN in eval prompts": Case(
+        _eval_file([GOOD_PROMPT, b'{"key": 2, "prompt": "Count.", "instruction_id_list": ["length_constraints:'
+                    b'number_words"], "kwargs": [{"num_words": NaN, "relation": "less than"}]}']),
+        ("dvc", "repro"), "data/suites/bad.jsonl:2: NaN is not a JSON number"),
+    "duplicate eval keys": Case(_eval_file([GOOD_PROMPT, GOOD_PROMPT]), ("dvc", "repro"),
+                                "data/suites/bad.jsonl:2: key 1 was already used on line 1"),
+    "whitespace-only prompt": Case(
+        _eval_file([GOOD_PROMPT, b'{"key": 2, "prompt": "  \\n ", "instruction_id_list": [], "kwargs": []}']),
+        ("dvc", "repro"), "data/suites/bad.jsonl:2: invalid Instruction record: prompt: Value error, is blank"),
+    "eval prompt longer than the context": Case(
+        _eval_file([GOOD_PROMPT, b'{"key": "long", "prompt": "' + b"Describe the harbour at dawn. " * 300
+                    + b'", "instruction_id_list": [], "kwargs": []}']), ("dvc", "repro"),
+        "data/suites/bad.jsonl: 1 of 2 prompts do not fit the model's context of 2048 tokens"),
+    "base model as its own source": Case(_param("model.name_or_path", "./models/base"), ("dvc", "repro"),
+                                         "model.name_or_path=./models/base: is prepare_base's own output"),
+    "accelerate config outside configs/": Case(_outside_config, ("dvc", "repro"), "is outside configs/accelerate/"),
+    "sft.max_length empties a record": Case(_param("sft.max_length", 8), ("dvc", "repro"),
+                                            "sft.max_length=8: SFT record key"),
+    "NaN weight in the base model": Case(_nan_weight, (*PY, "stages.train_sft"),
+                                         "sft: the training loss became nan at step 1"),
+    "base model from another kind of host": Case(_other_host, (*PY, "stages.evaluate", "--model", "base", "--suite", "test"),
+                                                 "this host resolves the model settings differently"),
 }
 
 

@@ -1,33 +1,106 @@
-"""Scale-out through accelerate: SFT in 2 CPU processes (DDP over gloo) keeps the configured global batch."""
+"""Scale-out through accelerate: SFT in 2 CPU processes (DDP over gloo) keeps the configured global batch,
+two runs on one host never fight over a port, accelerate configs are tracked by DVC, and a sharded (FSDP)
+model's adapter is gathered whole before it is saved."""
 import json
+import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+import yaml
 from conftest import ROOT, run_stage, write_params
 
+from stages.launch import launch_command
 from stages.lib.errors import UserError
 from stages.lib.training import batch_layout
 
 
-def test_sft_under_accelerate_ddp_on_two_cpu_processes(tiny_pipeline, tmp_path):
-    for rel in ("models/base", "data/sft"):
-        shutil.copytree(tiny_pipeline / rel, tmp_path / rel)
-    shutil.copy(tiny_pipeline / "params.yaml", tmp_path / "params.yaml")
-    write_params_from = tmp_path / "params.yaml"
-    import yaml
+def _ddp_project(tiny_pipeline, directory: Path) -> Path:
+    for rel in ("models/base", "data/sft", "configs/accelerate"):
+        shutil.copytree((ROOT if rel.startswith("configs") else tiny_pipeline) / rel, directory / rel)
+    params = yaml.safe_load((tiny_pipeline / "params.yaml").read_text())
+    params["sft"].update(accelerate_config="configs/accelerate/cpu_ddp.yaml", batch_size=4, micro_batch_size=1,
+                         max_steps=2)
+    (directory / "params.yaml").write_text(yaml.safe_dump(params))
+    return directory
 
-    params = yaml.safe_load(write_params_from.read_text())
-    params["sft"].update(accelerate_config=str(ROOT / "configs/accelerate/cpu_ddp.yaml"), batch_size=4,
-                         micro_batch_size=1, max_steps=2)
-    write_params_from.write_text(yaml.safe_dump(params))
 
-    result = run_stage("launch", tmp_path, "train_sft", timeout=600)
-    assert result.returncode == 0, result.stderr[-4000:]
-    assert (tmp_path / "models/sft/adapter_model.safetensors").is_file()
-    metrics = json.loads((tmp_path / "metrics/train_sft.json").read_text())
-    assert metrics["processes"] == 2
-    assert metrics["global_batch_size"] == 4  # 1 per device x 2 accumulation steps x 2 processes
-    assert metrics["per_device_batch_size"] == 1 and metrics["gradient_accumulation_steps"] == 2
+def test_two_sft_runs_under_accelerate_ddp_at_once(tiny_pipeline, tmp_path):
+    """Two 2-process DDP trainings (gloo) started together on one host, as two experiments or two users would:
+    each meets on a free port of its own (a fixed port made the second fail with 'address already in use'),
+    and each keeps the configured global batch."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    runs = []
+    for name in ("a", "b"):
+        project = _ddp_project(tiny_pipeline, tmp_path / name)
+        runs.append((project, subprocess.Popen([sys.executable, "-m", "stages.launch", "train_sft"], cwd=project,
+                                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)))
+    for project, proc in runs:
+        out, _ = proc.communicate(timeout=900)
+        assert proc.returncode == 0, out[-4000:]
+        assert (project / "models/sft/adapter_model.safetensors").is_file()
+        metrics = json.loads((project / "metrics/train_sft.json").read_text())
+        assert metrics["processes"] == 2
+        assert metrics["global_batch_size"] == 4  # 1 per device x 2 accumulation steps x 2 processes
+        assert metrics["per_device_batch_size"] == 1 and metrics["gradient_accumulation_steps"] == 2
+    a, b = (p / "models/sft/adapter_model.safetensors" for p, _ in runs)
+    assert a.read_bytes() == b.read_bytes()
+
+
+def test_one_machine_runs_ask_for_a_free_port():
+    cpu_ddp = yaml.safe_load((ROOT / "configs/accelerate/cpu_ddp.yaml").read_text())
+    command = launch_command("train_sft", "configs/accelerate/cpu_ddp.yaml", cpu_ddp)
+    assert command[command.index("--main_process_port") + 1] == "0"
+    several = yaml.safe_load((ROOT / "configs/accelerate/ddp.yaml").read_text()) | {"num_machines": 2}
+    assert "--main_process_port" not in launch_command("train_sft", "configs/accelerate/ddp.yaml", several)
+    for path in (ROOT / "configs/accelerate").glob("*.yaml"):
+        config = yaml.safe_load(path.read_text())
+        assert config.get("num_machines", 1) > 1 or "main_process_port" not in config, path.name
+
+
+def test_accelerate_configs_are_dependencies_of_training():
+    """Editing a config (num_processes, sharding) must rerun training: configs/accelerate is a dependency of
+    both training stages, and launch refuses a config from anywhere else."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    for name in ("train_sft", "train_dpo"):
+        assert "configs/accelerate" in stages[name]["deps"]
+
+
+def test_a_config_outside_the_tracked_folder_is_refused(tmp_path):
+    shutil.copy(ROOT / "configs/accelerate/cpu_ddp.yaml", tmp_path / "mine.yaml")
+    write_params(tmp_path, sft={"accelerate_config": str(tmp_path / "mine.yaml")})
+    result = run_stage("launch", tmp_path, "train_sft")
+    assert result.returncode == 2
+    assert "sft.accelerate_config: " in result.stderr and "is outside configs/accelerate/" in result.stderr
+
+
+def _torchrun(script_args: list[str], timeout: int = 600):
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                           str(ROOT / "tests/fsdp_save.py"), *script_args],
+                          env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=timeout)
+
+
+def test_an_fsdp_sharded_adapter_is_gathered_whole_before_saving(tiny_hf_dir, tmp_path):
+    """FSDP2 over gloo on 2 CPU processes (torch's fully_shard directly: accelerate 1.15 turns FSDP on only on
+    GPUs and other accelerators, so on a CPU its FSDP config trains as DDP). Every LoRA matrix is split
+    between the processes; gather_adapter, called in every process as the training stages call it, gives
+    the main process the whole weights, and the saved adapter is byte-identical to the same adapter saved
+    from one unsharded process. Saving from the main process alone, as the stages did before, fails."""
+    single = subprocess.run([sys.executable, str(ROOT / "tests/fsdp_save.py"), str(ROOT), str(tiny_hf_dir),
+                             str(tmp_path / "single"), "single"], capture_output=True, text=True, timeout=300)
+    assert single.returncode == 0, single.stderr[-3000:]
+
+    gathered = _torchrun([str(ROOT), str(tiny_hf_dir), str(tmp_path / "gathered"), "gather"])
+    assert gathered.returncode == 0, (gathered.stdout + gathered.stderr)[-4000:]
+    assert "rank 1: DTensor local shard (4, 32)" in gathered.stdout  # rank 8 split in two: really sharded
+    name = "adapter_model.safetensors"
+    assert (tmp_path / "gathered" / name).read_bytes() == (tmp_path / "single" / name).read_bytes()
+
+    alone = _torchrun([str(ROOT), str(tiny_hf_dir), str(tmp_path / "alone"), "rank0-only"])
+    assert alone.returncode != 0
+    assert not (tmp_path / "alone" / name).exists()
 
 
 @pytest.mark.parametrize("global_batch, micro, processes, expected", [

@@ -21,8 +21,8 @@ import psutil
 import pytest
 from conftest import dvc_env, sh, stages_run
 from dvc_repos import (
-    ALL_STAGES, check_rerun_was_exact, copy_repo, evaluations, downstream_closure, queue_statuses, queued_grid, read_lock,
-    reproduced_repo, say, set_param, snapshot, status,
+    ALL_STAGES, check_rerun_was_exact, copy_repo, downstream_closure, evaluations, experiments_of, queue_statuses,
+    queued_grid, read_lock, reproduced_repo, say, set_param, snapshot, status,
 )
 from tiny_model import build_tiny_model
 
@@ -106,6 +106,9 @@ ROWS = {
                                real=True),
     "stages/launch.py": Row(_append_comment("stages/launch.py"), frozenset({"train_sft", "train_dpo"}),
                             frozenset({"build_prefs", "report"} | evaluations("sft", "dpo"))),
+    "configs/accelerate (a training config)": Row(
+        _append_comment("configs/accelerate/ddp.yaml"), frozenset({"train_sft", "train_dpo"}),
+        frozenset({"build_prefs", "report"} | evaluations("sft", "dpo"))),
     "stages/lib (a component)": Row(_append_comment("stages/lib/io.py"), frozenset(ALL_STAGES), frozenset()),
     "data/tasks.jsonl (a train task)": Row(
         _edit_task("train"), frozenset({"make_instructions"}),
@@ -234,26 +237,6 @@ def grid(tmp_path_factory, reproduced):
     return queued_grid(tmp_path_factory, reproduced)
 
 
-def experiments_of(show: list) -> dict[str, dict]:
-    """name -> data, for every experiment in `dvc exp show --json`."""
-    found = {}
-
-    def walk(node):
-        if isinstance(node, dict):
-            if node.get("name") and isinstance(node.get("data"), dict) and node["data"].get("params") is not None \
-                    and node.get("rev") != "workspace":
-                found[node["name"]] = node["data"]
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    for baseline in show:
-        walk(baseline.get("experiments") or [])
-    return found
-
-
 def test_queued_grid_runs_every_experiment(grid, capsys):
     """Both queued experiments succeed; each reran train_dpo and, where its input changed, what follows it;
     `dvc exp show --json` lists their dpo.beta and their metrics."""
@@ -282,18 +265,19 @@ LIVE_LOSS = "metrics/train_sft/plots/metrics/loss.tsv"
 
 def _start_repro(repo: Path, log: Path) -> subprocess.Popen:
     # Its own session, so that a signal to the group reaches dvc and its stage, never the test runner.
+    # Unbuffered, so that the trainer's step logs reach the log file as they happen.
     with log.open("w") as fh:
-        return subprocess.Popen(["dvc", "repro"], cwd=repo, env=dvc_env(), stdout=fh, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        return subprocess.Popen(["dvc", "repro"], cwd=repo, env=dict(dvc_env(), PYTHONUNBUFFERED="1"), stdout=fh,
+                                stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def _wait_until_training(proc: subprocess.Popen, repo: Path, started: float, timeout: float = 300) -> psutil.Process:
-    """The train_sft process, once it has logged at least one training step through DVCLive."""
-    loss = repo / LIVE_LOSS
+def _wait_until_training(proc: subprocess.Popen, log: Path, timeout: float = 300) -> psutil.Process:
+    """The train_sft process, once the trainer has logged at least one training step. (The curves appear in
+    the repo only when training has succeeded, so the log is where a step shows.)"""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert proc.poll() is None, "dvc repro ended before training started"
-        if loss.exists() and loss.stat().st_mtime >= started and len(loss.read_text().splitlines()) >= 2:
+        if "{'loss':" in log.read_text(errors="replace"):
             for child in psutil.Process(proc.pid).children(recursive=True):
                 try:
                     if "stages.train_sft" in " ".join(child.cmdline()):
@@ -309,6 +293,7 @@ def _assert_nothing_valid(repo: Path, lock_text: str) -> None:
     changed = status(repo)
     assert "train_sft" in changed, changed
     assert not (repo / "models/sft").exists() and not (repo / "metrics/train_sft.json").exists()
+    assert not (repo / LIVE_LOSS).exists(), "an interrupted run left partial training curves"
     leftovers = [p for p in snapshot(repo) if re.search(r"(^|/)\.[^/]+\.(tmp|old)(/|$)", p)]
     assert leftovers == [], leftovers
 
@@ -326,10 +311,9 @@ def test_killed_training_leaves_nothing_valid(work_repo, tmp_path, capsys):
     before = read_lock(repo)
     assert set(status(repo)) == {"train_sft"}
 
-    started = time.time()
     proc = _start_repro(repo, tmp_path / "term.log")
     try:
-        _wait_until_training(proc, repo, started).send_signal(signal.SIGTERM)
+        _wait_until_training(proc, tmp_path / "term.log").send_signal(signal.SIGTERM)
         proc.wait(timeout=120)
     finally:
         if proc.poll() is None:
@@ -340,10 +324,9 @@ def test_killed_training_leaves_nothing_valid(work_repo, tmp_path, capsys):
     assert proc.returncode != 0 and re.search(r"exited with (-15|143)\b", log), log[-2000:]
     _assert_nothing_valid(repo, lock_text)
 
-    started = time.time()
     proc = _start_repro(repo, tmp_path / "kill.log")
     try:
-        _wait_until_training(proc, repo, started)
+        _wait_until_training(proc, tmp_path / "kill.log")
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=60)
     finally:
@@ -367,41 +350,23 @@ def test_killed_training_leaves_nothing_valid(work_repo, tmp_path, capsys):
 
 # --- 6. Large artifacts -------------------------------------------------------------------------------
 
-def test_hub_base_model_is_pinned_not_copied(tiny_hf_dir, tmp_path, monkeypatch):
-    """prepare_base with a Hub id records id@revision and fetches only config and tokenizer: models/base
-    holds no weights, so a large model never enters the DVC cache. The hub is unreachable here, so
-    transformers' from_pretrained is pointed at the tiny model's directory."""
-    import transformers
-    import yaml
+def test_hub_base_model_is_pinned_not_copied(tiny_hf_dir, tmp_path):
+    """prepare_base with a Hub id records id@commit and fetches only config and tokenizer: models/base holds
+    no weights, so a large model never enters the DVC cache. The hub is unreachable here, so the tiny model
+    sits in a Hugging Face cache laid out as a download leaves it, read offline (HF_HUB_OFFLINE=1)."""
+    from conftest import run_stage, write_params
+    from tiny_model import fake_hub_cache
 
-    from stages import prepare_base
-
-    asked = []
-
-    def redirect(loader):
-        original = loader.from_pretrained
-
-        def from_pretrained(name, *args, revision=None, **kwargs):
-            asked.append((loader.__name__, name, revision))
-            return original(tiny_hf_dir, *args, **kwargs)
-        return from_pretrained
-
-    for loader in (transformers.AutoConfig, transformers.AutoTokenizer):
-        monkeypatch.setattr(loader, "from_pretrained", redirect(loader))
-    params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
-    params["model"].update(name_or_path="HuggingFaceTB/SmolLM2-135M", revision="0123456789abcdef")
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    monkeypatch.chdir(tmp_path)
-
-    prepare_base.main()
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    cache = fake_hub_cache(tmp_path / "hf", tiny_hf_dir, "HuggingFaceTB/SmolLM2-135M", commit, refs={"v1.0": commit})
+    write_params(tmp_path, model={"name_or_path": "HuggingFaceTB/SmolLM2-135M", "revision": "v1.0"})
+    result = run_stage("prepare_base", tmp_path, env={"HF_HOME": str(cache), "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
 
     base = tmp_path / "models/base"
     manifest = json.loads((base / "base.json").read_text())
     assert (manifest["source"], manifest["name_or_path"], manifest["revision"], manifest["weights"]) == (
-        "hub", "HuggingFaceTB/SmolLM2-135M", "0123456789abcdef", "hub")
-    hub_calls = {call for call in asked if call[1] == "HuggingFaceTB/SmolLM2-135M"}
-    assert hub_calls == {(loader, "HuggingFaceTB/SmolLM2-135M", "0123456789abcdef")
-                         for loader in ("AutoConfig", "AutoTokenizer")}
+        "hub", "HuggingFaceTB/SmolLM2-135M", commit, "hub")
     weights = [p.name for p in base.rglob("*") if p.suffix in {".safetensors", ".bin", ".pt", ".pth", ".gguf"}]
     assert weights == [] and (base / "config.json").is_file()
     assert sum(p.stat().st_size for p in base.rglob("*") if p.is_file()) < 1_000_000

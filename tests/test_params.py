@@ -55,3 +55,61 @@ def test_unparseable_yaml_names_the_file(tmp_path):
 def test_int_is_accepted_where_a_float_is_expected():
     params = parse_params({"dpo": {"beta": 1}})
     assert params.dpo.beta == 1.0
+
+
+# --- parsed as DVC writes and reads params.yaml -------------------------------------------------------
+
+def test_a_learning_rate_written_by_dvc_is_a_number(tmp_path):
+    """`dvc exp run -S sft.learning_rate=1e-5` writes `1e-05`: YAML 1.1 reads that as a string, DVC (YAML 1.2)
+    as a number. The stage must read what dvc.lock records."""
+    (tmp_path / "params.yaml").write_text("sft:\n  learning_rate: 1e-05\ndpo:\n  learning_rate: 2e5\n"
+                                          "  beta: 0.1\n")
+    with pytest.raises(UserError, match="dpo.learning_rate: Input should be less than or equal to 1"):
+        load_params(tmp_path / "params.yaml")  # 2e5 is read as the number 200000, then refused by its bound
+    (tmp_path / "params.yaml").write_text("sft:\n  learning_rate: 1e-05\n")
+    assert load_params(tmp_path / "params.yaml").sft.learning_rate == 1e-05
+
+
+def test_yaml_1_1_spellings_mean_what_they_mean_to_dvc(tmp_path):
+    """`yes` is a string and `010` is ten in YAML 1.2 (DVC), not True and eight as in YAML 1.1."""
+    (tmp_path / "params.yaml").write_text("model:\n  trust_remote_code: yes\n")
+    with pytest.raises(UserError, match="model.trust_remote_code: Input should be a valid boolean"):
+        load_params(tmp_path / "params.yaml")
+    (tmp_path / "params.yaml").write_text("generate:\n  k_max: 010\n")
+    assert load_params(tmp_path / "params.yaml").generate.k_max == 10
+
+
+def test_a_key_given_twice_is_refused_with_its_line(tmp_path):
+    (tmp_path / "params.yaml").write_text("sft:\n  seed: 1\n  seed: 2\n")
+    with pytest.raises(UserError, match=r'duplicate key "seed".*line 3'):
+        load_params(tmp_path / "params.yaml")
+
+
+# --- finite values, seed ranges and upper bounds ------------------------------------------------------
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("generate:\n  temperature: .inf\n", "generate.temperature: Input should be a finite number"),
+        ("sft:\n  learning_rate: .inf\n", "sft.learning_rate: Input should be a finite number"),
+        ("sft:\n  epochs: .inf\n", "sft.epochs: Input should be a finite number"),
+        ("dpo:\n  beta: .inf\n", "dpo.beta: Input should be a finite number"),
+        ("prefs:\n  min_margin: .nan\n", "prefs.min_margin: Input should be a finite number"),
+        ("prefs:\n  negative_weights: {refusal: .inf}\n", "prefs.negative_weights.refusal: Input should be a finite"),
+        ("sft:\n  seed: -1\n", "sft.seed: Input should be greater than or equal to 0"),
+        ("report:\n  seed: 4294967296\n", "report.seed: Input should be less than or equal to 4294967295"),
+        ("report:\n  bootstrap_samples: 1000000000000\n", "report.bootstrap_samples: Input should be less than"),
+        ("model:\n  threads: 100000\n", "model.threads: Input should be less than or equal to 4096"),
+        ("sft:\n  lora: {r: 1000000}\n", "sft.lora.r: Input should be less than or equal to 4096"),
+        ("dpo:\n  lora: {target_modules: []}\n", "dpo.lora.target_modules: Value error, must name at least one"),
+        ("eval:\n  max_new_tokens: 10000000\n", "eval.max_new_tokens: Input should be less than or equal to"),
+    ],
+)
+def test_values_no_run_can_use_are_refused(tmp_path, text, message):
+    (tmp_path / "params.yaml").write_text(text)
+    with pytest.raises(UserError, match=message):
+        load_params(tmp_path / "params.yaml")
+
+
+def test_the_largest_seed_is_accepted():
+    assert parse_params({"sft": {"seed": 2**32 - 1}}).sft.seed == 2**32 - 1

@@ -145,3 +145,50 @@ def test_precision_is_never_left_to_trl_defaults():
     gpu = resolve_precision("auto", "4bit", cuda_available=True, cuda_bf16=True)
     kwargs = common_args(SFTParams(), gpu, "/tmp/x", has_eval=False)
     assert kwargs["bf16"] is True and kwargs["activation_checkpointing"] is True
+
+
+def _sft_project(tiny_pipeline, directory, **sft):
+    import shutil
+
+    for rel in ("models/base", "data/sft"):
+        shutil.copytree(tiny_pipeline / rel, directory / rel)
+    params = yaml.safe_load((tiny_pipeline / "params.yaml").read_text())
+    params["sft"].update(sft)
+    (directory / "params.yaml").write_text(yaml.safe_dump(params))
+    return directory
+
+
+def test_truncation_that_leaves_no_completion_names_the_record(tiny_pipeline, tmp_path):
+    """sft.max_length shorter than a prompt masks every completion token of that record (TRL would drop it
+    without a count): an error naming the record and the key to raise, before any training."""
+    project = _sft_project(tiny_pipeline, tmp_path, max_length=8)
+    first_key = json.loads((project / "data/sft/train.jsonl").read_text().splitlines()[0])["key"]
+    result = run_stage("train_sft", project)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert f"sft.max_length=8: SFT record key {first_key!r} has a" in result.stderr
+    assert "raise sft.max_length above" in result.stderr and "Traceback" not in result.stderr
+    assert not (project / "models/sft").exists() and not (project / "metrics/train_sft.json").exists()
+
+
+def test_a_non_finite_loss_stops_training_and_saves_nothing(tiny_pipeline, tmp_path):
+    """A base model with one NaN weight (a corrupt download, or a learning rate that diverged) makes the loss
+    NaN: training stops at the first logged step instead of running on, no adapter, no metrics and no
+    curves are written, and the message says why. Files a user keeps beside the DVCLive curves are left alone."""
+    from safetensors.torch import load_file, save_file
+
+    project = _sft_project(tiny_pipeline, tmp_path, max_steps=6, logging_steps=1, eval_fraction=0.0)
+    weights = project / "models/base/model.safetensors"
+    tensors = load_file(weights)
+    tensors["model.layers.0.self_attn.q_proj.weight"][0, 0] = float("nan")
+    save_file(tensors, weights, metadata={"format": "pt"})
+    (project / "metrics/train_sft").mkdir(parents=True)
+    (project / "metrics/train_sft/notes.md").write_text("mine")
+
+    result = run_stage("train_sft", project)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "sft: the training loss became nan at step 1; training stopped and no adapter was saved" in result.stderr
+    assert not (project / "models/sft").exists() and not (project / "metrics/train_sft.json").exists()
+    logged = [line for line in (result.stdout + result.stderr).splitlines() if "{'loss':" in line]
+    assert len(logged) == 1 and "'loss': 'nan'" in logged[0], logged  # step 1: the 5 steps after it never ran
+    assert not (project / "metrics/train_sft/plots").exists()  # no curves of a failed run
+    assert (project / "metrics/train_sft/notes.md").read_text() == "mine"

@@ -61,7 +61,7 @@ def build_tiny_model(out_dir: str | Path, seed: int = 0) -> Path:
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
-        max_position_embeddings=512,
+        max_position_embeddings=2048,  # room for few-shot prompts in its 400-token vocabulary (~700 tokens)
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
@@ -74,10 +74,58 @@ def build_tiny_model(out_dir: str | Path, seed: int = 0) -> Path:
     return out_dir
 
 
-def write_base_manifest(model_dir: str | Path) -> None:
-    """Make an HF directory look like prepare_base's output for component tests."""
-    from stages.lib.base_model import BASE_MANIFEST
+def write_base_manifest(model_dir: str | Path, dtype: str = "auto", attn_implementation: str = "auto") -> None:
+    """Make an HF directory look like prepare_base's output for component tests (by default resolved as
+    params.yaml's defaults resolve on this host)."""
+    from stages.lib.base_model import BASE_MANIFEST, runtime_choice
+    from stages.lib.hardware import resolve_precision, thread_count
 
+    runtime = runtime_choice(resolve_precision(dtype, "none"), attn_implementation, thread_count(0))
     (Path(model_dir) / BASE_MANIFEST).write_text(
-        json.dumps({"source": "local", "name_or_path": str(model_dir), "weights": "local"})
+        json.dumps({"source": "local", "name_or_path": str(model_dir), "weights": "local", "runtime": runtime})
     )
+
+
+REMOTE_CONFIG_CODE = '''from transformers import LlamaConfig
+
+
+class TinyRemoteConfig(LlamaConfig):
+    model_type = "tiny-remote"
+'''
+REMOTE_MODEL_CODE = '''from transformers import LlamaForCausalLM
+
+from .configuration_tiny_remote import TinyRemoteConfig
+
+
+class TinyRemoteForCausalLM(LlamaForCausalLM):
+    config_class = TinyRemoteConfig
+'''
+
+
+def build_remote_code_model(out_dir: str | Path) -> Path:
+    """The tiny model as a model that ships its own code (auto_map), like many Hub models do."""
+    out_dir = build_tiny_model(out_dir)
+    (out_dir / "configuration_tiny_remote.py").write_text(REMOTE_CONFIG_CODE)
+    (out_dir / "modeling_tiny_remote.py").write_text(REMOTE_MODEL_CODE)
+    config = json.loads((out_dir / "config.json").read_text())
+    config.update(model_type="tiny-remote", architectures=["TinyRemoteForCausalLM"], auto_map={
+        "AutoConfig": "configuration_tiny_remote.TinyRemoteConfig",
+        "AutoModelForCausalLM": "modeling_tiny_remote.TinyRemoteForCausalLM",
+    })
+    (out_dir / "config.json").write_text(json.dumps(config, indent=2))
+    return out_dir
+
+
+def fake_hub_cache(cache_root: str | Path, model_dir: str | Path, repo_id: str, commit: str,
+                   refs: dict[str, str] | None = None) -> Path:
+    """A Hugging Face hub cache (HF_HOME) that holds ``model_dir`` as ``repo_id`` at ``commit``, with branch or
+    tag names in ``refs`` pointing at it: what a machine has after downloading the model, so that the hub
+    client resolves revisions offline (HF_HUB_OFFLINE=1) exactly as it would online."""
+    import shutil
+
+    repo = Path(cache_root) / "hub" / f"models--{repo_id.replace('/', '--')}"
+    shutil.copytree(model_dir, repo / "snapshots" / commit)
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    for name in (refs or {"main": commit}):
+        (repo / "refs" / name).write_text(commit)
+    return Path(cache_root)

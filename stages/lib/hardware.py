@@ -104,8 +104,13 @@ def use_gradient_checkpointing(setting: str, precision: Precision) -> bool:
     return precision.device == "cuda" and precision.quantization != "none"
 
 
+def thread_count(threads: int = 0) -> int:
+    """The threads ``model.threads`` means here: 0 is one per core this process may run on."""
+    return threads or len(os.sched_getaffinity(0))
+
+
 def set_threads(threads: int = 0) -> int:
     """Use one thread per core we may run on; 0 means as many as this process is allowed."""
-    n = threads or len(os.sched_getaffinity(0))
+    n = thread_count(threads)
     torch.set_num_threads(n)
     return n

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+from .base_model import check_runtime, runtime_choice
 from .hardware import Precision, resolve_precision, set_threads
 from .loader import load_model, load_tokenizer
 from .params import ModelParams
@@ -12,8 +13,11 @@ BASE_DIR = Path("models/base")
 
 
 def precision_for(params: ModelParams) -> Precision:
-    set_threads(params.threads)
-    return resolve_precision(params.dtype, params.quantization)
+    """This host's precision for the params, refused when it is not what prepare_base recorded in models/base."""
+    threads = set_threads(params.threads)
+    precision = resolve_precision(params.dtype, params.quantization)
+    check_runtime(BASE_DIR, runtime_choice(precision, params.attn_implementation, threads))
+    return precision
 
 
 def open_model(params: ModelParams, adapters: Sequence[str | Path] = (), precision: Precision | None = None):

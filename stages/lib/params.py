@@ -1,15 +1,21 @@
 """The one typed schema for params.yaml. Every stage validates the whole file before doing any work.
 
-An unknown key (a misspelling passed through ``dvc exp run -S``), a wrong type or an out-of-range
-value raises a UserError naming the dotted key and what is allowed.
+An unknown key (a misspelling passed through ``dvc exp run -S``), a wrong type, a value that is not
+finite or out of range raises a UserError naming the dotted key and what is allowed. Upper bounds are
+generous (far beyond any run this pipeline is sized for) and exist to catch typos such as 1e12 before a
+model is loaded.
+
+params.yaml is read as YAML 1.2, with the parser DVC itself uses (ruamel.yaml's safe loader): DVC
+writes ``-S sft.learning_rate=1e-5`` as ``1e-05``, which YAML 1.1 (PyYAML) reads as a string, and
+reads ``yes`` or ``010`` differently from YAML 1.1. Parsing as DVC does means the stage runs with the
+values dvc.lock records.
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Literal, Optional
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import UserError
 
@@ -17,11 +23,15 @@ EMBEDDED_MODEL = "embedded:SmolLM2-135M-Instruct"
 
 
 class Strict(BaseModel):
-    # extra="forbid" is what turns a misspelt key into an error instead of a silently ignored knob.
-    model_config = ConfigDict(extra="forbid", strict=True)
+    # extra="forbid" is what turns a misspelt key into an error instead of a silently ignored knob;
+    # allow_inf_nan=False refuses .inf / .nan, which pass every `gt`/`ge` bound.
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
-Fraction = Field(ge=0.0, le=1.0)
+# numpy and torch seed generators take 0 .. 2**32 - 1; anything else fails deep inside a trainer.
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
+Tokens = Annotated[int, Field(ge=1, le=131_072)]  # per generation; the model's own context is checked at run time
+Batch = Annotated[int, Field(ge=1, le=65_536)]
 
 
 class ModelParams(Strict):
@@ -31,31 +41,31 @@ class ModelParams(Strict):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     attn_implementation: Literal["auto", "eager", "sdpa", "flash_attention_2"] = "auto"
     trust_remote_code: bool = False
-    threads: int = Field(0, ge=0, description="torch threads; 0 means one per physical core")
+    threads: int = Field(0, ge=0, le=4096, description="torch threads; 0 means one per usable core")
 
 
 class InstructionsParams(Strict):
-    seed: int = 0
-    n_train: int = Field(400, ge=1)
-    n_dev: int = Field(120, ge=1, description="held-out prompts for choosing defaults")
-    n_test: int = Field(300, ge=1, description="held-out prompts nothing is tuned on")
+    seed: Seed = 0
+    n_train: int = Field(400, ge=1, le=10_000_000)
+    n_dev: int = Field(120, ge=1, le=10_000_000, description="held-out prompts for choosing defaults")
+    n_test: int = Field(300, ge=1, le=10_000_000, description="held-out prompts nothing is tuned on")
     eval_task_fraction: float = Field(0.3, gt=0.0, lt=1.0, description="share of tasks held out (dev + test)")
     dev_task_fraction: float = Field(0.34, gt=0.0, lt=1.0, description="share of held-out tasks given to dev")
     max_constraints: int = Field(2, ge=1, le=4)
-    self_instruct_count: int = Field(0, ge=0)
+    self_instruct_count: int = Field(0, ge=0, le=1_000_000)
     near_duplicate_threshold: float = Field(0.85, gt=0.0, le=1.0)
 
 
 class GenerateParams(Strict):
-    seed: int = 0
-    k: int = Field(2, ge=1, description="samples per instruction and round")
-    k_max: int = Field(8, ge=1, description="samples at most per instruction: rounds go on while none passes")
+    seed: Seed = 0
+    k: int = Field(2, ge=1, le=256, description="samples per instruction and round")
+    k_max: int = Field(8, ge=1, le=256, description="samples at most per instruction: rounds go on while none passes")
     n_shots: int = Field(3, ge=0, le=8)
-    max_new_tokens: int = Field(160, ge=1)
-    temperature: float = Field(0.7, ge=0.0)
+    max_new_tokens: Tokens = 160
+    temperature: float = Field(0.7, ge=0.0, le=100.0)
     top_p: float = Field(0.9, gt=0.0, le=1.0)
-    repetition_penalty: float = Field(1.1, gt=0.0)
-    batch_size: int = Field(64, ge=1)
+    repetition_penalty: float = Field(1.1, gt=0.0, le=100.0)
+    batch_size: Batch = 64
     delimiter: str = Field("###", min_length=1)
     revise_rounds: int = Field(1, ge=0, le=8, description="critique-and-revise rounds for failing drafts (0 = off)")
     revise_samples: int = Field(2, ge=1, le=16, description="revisions drawn per failing draft and round")
@@ -72,27 +82,36 @@ class GenerateParams(Strict):
 
 
 class LoraParams(Strict):
-    r: int = Field(16, ge=1)
-    alpha: int = Field(32, ge=1)
+    r: int = Field(16, ge=1, le=4096)
+    alpha: int = Field(32, ge=1, le=65_536)
     dropout: float = Field(0.05, ge=0.0, lt=1.0)
     target_modules: list[str] | Literal["all-linear"] = "all-linear"
+
+    @field_validator("target_modules")
+    @classmethod
+    def _some_modules(cls, value):
+        # An empty list would make PEFT fail only after the model has loaded.
+        if isinstance(value, list) and (not value or not all(name.strip() for name in value)):
+            raise ValueError("must name at least one module (e.g. [q_proj, v_proj]) or be 'all-linear'")
+        return value
 
 
 class TrainParams(Strict):
     """Settings shared by SFT and DPO training."""
 
     lora: LoraParams = LoraParams()
-    learning_rate: float = Field(2e-4, gt=0.0)
-    epochs: float = Field(1.0, gt=0.0)
-    max_steps: int = Field(-1, ge=-1, description="-1: run the epochs; >0 caps the steps")
-    batch_size: int = Field(8, ge=1, description="global batch: sequences per optimizer step, over all processes")
-    micro_batch_size: int = Field(0, ge=0, description="sequences per forward pass on one device; 0 = no accumulation")
-    max_length: int = Field(256, ge=8)
+    learning_rate: float = Field(2e-4, gt=0.0, le=1.0)
+    epochs: float = Field(1.0, gt=0.0, le=10_000.0)
+    max_steps: int = Field(-1, ge=-1, le=100_000_000, description="-1: run the epochs; >0 caps the steps")
+    batch_size: Batch = Field(8, description="global batch: sequences per optimizer step, over all processes")
+    micro_batch_size: int = Field(0, ge=0, le=65_536,
+                                  description="sequences per forward pass on one device; 0 = no accumulation")
+    max_length: int = Field(256, ge=8, le=1_048_576)
     warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0)
     scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
-    seed: int = 0
+    seed: Seed = 0
     gradient_checkpointing: Literal["auto", "on", "off"] = "auto"
-    logging_steps: int = Field(1, ge=1)
+    logging_steps: int = Field(1, ge=1, le=1_000_000)
     accelerate_config: Optional[str] = Field(None, description="an accelerate config file; runs the stage under "
                                              "`accelerate launch` (configs/accelerate/)")
 
@@ -102,17 +121,17 @@ class SftParams(TrainParams):
 
 
 class PrefsParams(Strict):
-    seed: int = 0
-    n_samples: int = Field(4, ge=1, description="on-policy samples from the SFT model per prompt")
-    max_new_tokens: int = Field(160, ge=1)
-    temperature: float = Field(0.9, ge=0.0)
+    seed: Seed = 0
+    n_samples: int = Field(4, ge=1, le=256, description="on-policy samples from the SFT model per prompt")
+    max_new_tokens: Tokens = 160
+    temperature: float = Field(0.9, ge=0.0, le=100.0)
     top_p: float = Field(0.95, gt=0.0, le=1.0)
-    batch_size: int = Field(64, ge=1)
-    min_margin: float = Field(0.0, ge=0.0, description="a pair's checked score margin must also reach this")
-    synthetic_per_prompt: int = Field(1, ge=0)
+    batch_size: Batch = 64
+    min_margin: float = Field(0.0, ge=0.0, le=10.0, description="a pair's checked score margin must also reach this")
+    synthetic_per_prompt: int = Field(1, ge=0, le=64)
     negative_weights: dict[
         Literal["minimal_edit", "refusal", "off_topic", "verbose", "truncated"],
-        float,
+        Annotated[float, Field(ge=0.0, le=1e6)],
     ] = Field(
         default_factory=lambda: {
             "minimal_edit": 1.0,
@@ -134,10 +153,10 @@ class PrefsParams(Strict):
 
 class DpoParams(TrainParams):
     init: Literal["sft", "base"] = "sft"
-    beta: float = Field(0.1, gt=0.0)
+    beta: float = Field(0.1, gt=0.0, le=1000.0)
     loss_type: Literal["sigmoid", "ipo", "hinge"] = "sigmoid"
     precompute_ref_log_probs: bool = False
-    learning_rate: float = Field(5e-5, gt=0.0)
+    learning_rate: float = Field(5e-5, gt=0.0, le=1.0)
 
 
 class EvalParams(Strict):
@@ -145,8 +164,8 @@ class EvalParams(Strict):
     # headline is "test". dev and test are written by make_instructions, handwritten is in git.
     suites: list[Annotated[str, Field(pattern=r"^[a-z0-9_]+$")]] = Field(
         default_factory=lambda: ["test", "handwritten"], min_length=1)
-    max_new_tokens: int = Field(128, ge=1)
-    batch_size: int = Field(16, ge=1)
+    max_new_tokens: Tokens = 128
+    batch_size: Batch = 16
     scoring: Literal["ifeval", "markdown"] = "ifeval"  # checkers.SCORING_MODES
 
     @model_validator(mode="after")
@@ -157,8 +176,8 @@ class EvalParams(Strict):
 
 
 class ReportParams(Strict):
-    seed: int = 0
-    bootstrap_samples: int = Field(2000, ge=100)
+    seed: Seed = 0
+    bootstrap_samples: int = Field(2000, ge=100, le=1_000_000)
     alpha: float = Field(0.05, gt=0.0, lt=1.0)
 
 
@@ -194,12 +213,29 @@ def parse_params(raw: object, source: str = "params.yaml") -> Params:
         raise UserError(f"{source}: invalid params:\n  {lines}") from None
 
 
-def load_params(path: str | Path = "params.yaml") -> Params:
+def read_yaml(path: str | Path):
+    """A YAML file as DVC reads it (YAML 1.2, ruamel.yaml's safe loader); a duplicate key is an error."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError
+
     path = Path(path)
     if not path.exists():
         raise UserError(f"{path}: file not found")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise UserError(f"{path}: not valid YAML: {exc}") from None
-    return parse_params(raw, str(path))
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    try:
+        return YAML(typ="safe", pure=True).load(text)
+    except YAMLError as exc:
+        what = ": ".join(part for part in (getattr(exc, "context", None), getattr(exc, "problem", None)) if part)
+        raise UserError(f"{path}: not valid YAML: {what or type(exc).__name__} ({_where(exc)})") from None
+
+
+def _where(exc) -> str:
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    return f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "position unknown"
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    return parse_params(read_yaml(path), str(path))

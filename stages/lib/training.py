@@ -7,6 +7,7 @@ natively (1.45x fp32's rate on an AMX CPU: BENCHMARKS.md), fp32 elsewhere.
 """
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import tempfile
@@ -70,6 +71,8 @@ def common_args(train: TrainParams, precision: Precision, output_dir: str, has_e
         # transformers 5 renamed gradient_checkpointing (still TRL's default: True) to activation_checkpointing
         activation_checkpointing=use_gradient_checkpointing(train.gradient_checkpointing, precision),
         logging_steps=train.logging_steps,
+        # The trainer's default hides a NaN or infinite step loss behind the window's average; we want to see it.
+        logging_nan_inf_filter=False,
         eval_strategy="epoch" if has_eval else "no",
         save_strategy="no",
         report_to="none",
@@ -96,17 +99,121 @@ def dvclive_callback(directory: str | Path):
     return DVCLiveCallback(live=Live(dir=str(directory), dvcyaml=None, save_dvc_exp=False, report=None))
 
 
-def save_adapter(model, directory: Path) -> None:
-    """The LoRA adapter as safetensors, byte-identical whenever the weights are.
+def publish_curves(trainer, staged: str | Path, live: Path) -> None:
+    """Move the curves DVCLive wrote into ``staged`` (a scratch folder) to ``live``, where dvc.yaml's plots
+    point, once training has succeeded: a run that fails or is killed leaves no partial curves behind."""
+    from .io import atomic_dir, write_text_atomic
+
+    if not is_main_process(trainer):
+        return
+    staged, plots = Path(staged), Path("plots") / "metrics"
+    with atomic_dir(live / plots) as tmp:
+        if (staged / plots).is_dir():
+            shutil.copytree(staged / plots, tmp, dirs_exist_ok=True)
+    for name in ("metrics.json", "params.yaml"):
+        if (staged / name).is_file():
+            write_text_atomic(live / name, (staged / name).read_text(encoding="utf-8"))
+
+
+def finite_loss_guard():
+    """A trainer callback that stops training at the first logged loss that is NaN or infinite (every later
+    step would only spread it through the weights); ``check_finite`` then refuses to save anything."""
+    from transformers import TrainerCallback
+
+    class FiniteLossGuard(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            loss = (logs or {}).get("loss")
+            if loss is not None and not math.isfinite(loss):
+                control.should_training_stop = True
+            return control
+
+    return FiniteLossGuard()
+
+
+def check_finite(trainer, section: str) -> None:
+    """Refuse a run whose logged loss or trained weights are not finite, before any adapter is written."""
+    import torch
+
+    for entry in trainer.state.log_history:
+        loss = entry.get("loss")
+        if loss is not None and not math.isfinite(loss):
+            raise UserError(
+                f"{section}: the training loss became {loss} at step {entry.get('step')}; training stopped and no "
+                f"adapter was saved (lower {section}.learning_rate, or check models/base for NaN weights)")
+    for name, param in trainer.model.named_parameters():
+        if param.requires_grad and _is_whole(param) and not torch.isfinite(param.detach()).all():
+            raise UserError(f"{section}: the trained weight {name} holds NaN or infinite values; no adapter was saved "
+                            f"(lower {section}.learning_rate)")
+
+
+def _is_whole(param) -> bool:
+    """A parameter held in full by this process (not an FSDP shard or a ZeRO-3 placeholder)."""
+    return not hasattr(param, "to_local") and not hasattr(param, "ds_id")
+
+
+def gather_adapter(trainer) -> dict | None:
+    """The trained weights in full, for the adapter. Every process must call this: under FSDP or DeepSpeed
+    ZeRO-3 each one holds a shard of the weights, and gathering them is a collective operation (a
+    process that skipped it would leave the others waiting forever). Returns None where the weights are
+    whole in every process (one process, DDP), and then PEFT reads them from the model itself.
+    """
+    model = trainer.model
+    if any(hasattr(p, "to_local") for p in model.parameters()):  # FSDP2 (DTensor shards)
+        return full_state_dict(model)
+    from accelerate.utils import DistributedType
+
+    kind = trainer.accelerator.distributed_type
+    if kind == DistributedType.FSDP:  # FSDP1: the wrapper gathers into a full state dict on rank 0
+        return trainer.accelerator.get_state_dict(trainer.model_wrapped)
+    if kind == DistributedType.DEEPSPEED:  # ZeRO-3 gathers 16-bit weights (zero3_save_16bit_model: true)
+        return trainer.accelerator.get_state_dict(trainer.model_wrapped)
+    return None
+
+
+def full_state_dict(model) -> dict:
+    """A DTensor-sharded (FSDP2) model's state dict, gathered whole onto the main process (CPU tensors);
+    the other processes get an empty dict."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def save_adapter(model, directory: Path, state_dict: dict | None = None) -> None:
+    """The LoRA adapter as safetensors, byte-identical whenever the weights are, then checked whole.
 
     PEFT keeps the adapted module names as a set and writes them in the set's order, which changes
     from process to process (string hashing is salted); sorted, an unchanged adapter keeps its DVC
-    hash, so the stages after a rerun that trained the same adapter are not rerun.
+    hash, so the stages after a rerun that trained the same adapter are not rerun. ``state_dict`` is
+    what ``gather_adapter`` returned (the full weights when they were sharded).
     """
     for config in model.peft_config.values():
         if isinstance(config.target_modules, (set, frozenset)):
             config.target_modules = sorted(config.target_modules)
-    model.save_pretrained(directory, safe_serialization=True)
+    kwargs = {"state_dict": state_dict} if state_dict is not None else {}
+    model.save_pretrained(directory, safe_serialization=True, **kwargs)
+    check_adapter(directory, model)
+
+
+def check_adapter(directory: Path, model) -> None:
+    """Every LoRA matrix saved at its full rank, finite: a shard saved by mistake (or an empty file) fails."""
+    from safetensors import safe_open
+
+    path = Path(directory) / "adapter_model.safetensors"
+    ranks = {name: cfg.r for name, cfg in model.peft_config.items()}
+    rank = next(iter(ranks.values()))
+    with safe_open(path, "pt") as fh:
+        names = list(fh.keys())
+        if not names:
+            raise UserError(f"{path}: the saved adapter holds no weights")
+        for name in names:
+            tensor = fh.get_tensor(name)
+            expected = {"lora_A": 0, "lora_B": 1}
+            for part, axis in expected.items():
+                if f".{part}." in name and tensor.shape[axis] != rank:
+                    raise UserError(f"{path}: {name} has shape {tuple(tensor.shape)}, not rank {rank}: "
+                                    "a shard of the weights was saved, not the whole")
+            if not tensor.isfinite().all():
+                raise UserError(f"{path}: {name} holds NaN or infinite values")
 
 
 class ScratchDir:
