@@ -59,7 +59,7 @@ class InstructionsParams(Strict):
 class GenerateParams(Strict):
     seed: Seed = 0
     k: int = Field(2, ge=1, le=256, description="samples per instruction and round")
-    k_max: int = Field(8, ge=1, le=256, description="samples at most per instruction: rounds go on while none passes")
+    k_max: int = Field(4, ge=1, le=256, description="samples at most per instruction: rounds go on while none passes")
     n_shots: int = Field(3, ge=0, le=8)
     max_new_tokens: Tokens = 160
     temperature: float = Field(0.7, ge=0.0, le=100.0)
@@ -67,7 +67,7 @@ class GenerateParams(Strict):
     repetition_penalty: float = Field(1.1, gt=0.0, le=100.0)
     batch_size: Batch = 64
     delimiter: str = Field("###", min_length=1)
-    revise_rounds: int = Field(1, ge=0, le=8, description="critique-and-revise rounds for failing drafts (0 = off)")
+    revise_rounds: int = Field(0, ge=0, le=8, description="critique-and-revise rounds for failing drafts (0 = off)")
     revise_samples: int = Field(2, ge=1, le=16, description="revisions drawn per failing draft and round")
     backtranslate: bool = True
     placeholder_fallback: bool = False
@@ -156,7 +156,7 @@ class DpoParams(TrainParams):
     beta: float = Field(0.1, gt=0.0, le=1000.0)
     loss_type: Literal["sigmoid", "ipo", "hinge"] = "sigmoid"
     precompute_ref_log_probs: bool = False
-    learning_rate: float = Field(5e-5, gt=0.0, le=1.0)
+    learning_rate: float = Field(2e-4, gt=0.0, le=1.0)
 
 
 class EvalParams(Strict):
