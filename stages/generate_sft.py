@@ -1,6 +1,6 @@
 """Stage generate_sft: the base model writes its own SFT data, and only verified responses are kept.
 
-Recipe: read the train instructions, the curated tasks, the constraints and our few-shot examples; build a
+Recipe: read the train instructions (each carries its task's text), the constraints and our few-shot examples; build a
 few-shot completion prompt per instruction, its examples chosen to show the constraints asked for; then
 the three routes of stages/lib/sft_routes.py, each used only where the one before found nothing that
 passes: adaptive best-of-k sampling, critique and revise, constraint back-translation. Every record says
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from stages.lib import checkers
 from stages.lib.context_window import check_prompts_fit
-from stages.lib.curated import read_constraints, read_tasks
+from stages.lib.curated import read_constraints
 from stages.lib.errors import UserError, stage_main
 from stages.lib.generation import GenerationSettings, generate
 from stages.lib.io import atomic_dir, remove_outputs, write_json_atomic, write_jsonl_atomic
@@ -31,7 +31,6 @@ from stages.lib.sft_routes import (
 )
 
 TRAIN = Path("data/instructions/train.jsonl")
-TASKS = Path("data/tasks.jsonl")
 CONSTRAINTS = Path("data/constraints.yaml")
 FEWSHOT = Path("data/fewshot.jsonl")
 OUT_DIR = Path("data/sft")  # the DVC out: train.jsonl and manifest.json, written together or not at all
@@ -108,7 +107,6 @@ def main() -> None:
     params = load_params()
     gen = params.generate
     instructions = read_jsonl(TRAIN, Instruction)
-    tasks = {t.task_id: t for t in read_tasks(TASKS)}
     config = read_constraints(CONSTRAINTS)
     examples = read_jsonl(FEWSHOT, FewShotExample)
     shots = [Shot(e.instruction, e.response, tuple(e.instruction_id_list)) for e in examples]
@@ -142,7 +140,7 @@ def main() -> None:
                                           gen.revise_rounds, gen.seed, gen.delimiter)
             if gen.backtranslate:
                 unresolved = [d if not any(a.passes for a in r) else None for d, r in zip(drafts, revised)]
-                translated = backtranslate_failures(instructions, unresolved, tasks, config,
+                translated = backtranslate_failures(instructions, unresolved, config,
                                                     params.instructions.max_constraints, gen.seed)
 
         records, sources = [], []

@@ -146,12 +146,6 @@ def outputs_digest(repo: Path) -> dict[str, str]:
     return digest
 
 
-def tree_size(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-
-
-# --- what a repro reran, and whether it was exactly what had to -------------------------------------
-
 def downstream_closure(repo: Path, stages: set[str]) -> set[str]:
     """Every stage that depends, directly or not, on an output of ``stages`` (from dvc.lock's paths)."""
     lock = read_lock(repo)
@@ -159,7 +153,9 @@ def downstream_closure(repo: Path, stages: set[str]) -> set[str]:
     deps = {name: [d["path"] for d in s.get("deps", [])] for name, s in lock.items()}
 
     def reads(reader: str, writer: str) -> bool:
-        return any(d == o or d.startswith(o.rstrip("/") + "/") for d in deps[reader] for o in outs[writer])
+        # a dependency is the output, lies inside it, or is a folder holding it (report reads data/eval)
+        return any(d == o or d.startswith(o.rstrip("/") + "/") or o.startswith(d.rstrip("/") + "/")
+                   for d in deps[reader] for o in outs[writer])
 
     found, frontier = set(), set(stages)
     while frontier:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import sh
 from dvc_repos import (
-    commit_all, copy_repo, outputs_digest, queued_grid, reproduced_repo, say, status, tree_size,
+    commit_all, copy_repo, outputs_digest, queued_grid, reproduced_repo, say, status,
 )
 
 KEY_ID, SECRET = "AKIAFAKEFORTESTS0001", "fake-secret-for-a-loopback-s3-0001"
@@ -88,7 +88,9 @@ def test_push_clone_pull_restores_every_output(kind, reproduced, s3_endpoint, tm
     pushed = sh(repo, "dvc", "push")
     push_s = time.monotonic() - start
     n_objects, n_bytes = _remote_bytes(kind, where)
-    assert n_objects > 0 and n_bytes >= tree_size(repo / ".dvc/cache/files") * 0.9, pushed.stdout
+    # The local cache may also hold objects of earlier runs that HEAD no longer names; push sends only what
+    # dvc.lock names, so the check is that the remote is complete for it, then a fresh clone's pull.
+    assert n_objects > 0, pushed.stdout
     assert status(repo, "--cloud") == {}
 
     clone = tmp_path / "clone"

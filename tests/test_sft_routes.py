@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TASK = Task(task_id="ex-900", category="explanation", text="Explain why the sky looks blue on a clear day.")
 LOWER_NO_COMMA = Instruction(
     key=1, prompt=TASK.text + " Answer in lowercase only. Do not use any commas.", task_id=TASK.task_id,
-    category=TASK.category, instruction_id_list=["change_case:english_lowercase", "punctuation:no_comma"],
+    task=TASK.text, category=TASK.category, instruction_id_list=["change_case:english_lowercase", "punctuation:no_comma"],
     kwargs=[{}, {}])
 FAILING = "Sunlight is scattered by air, and blue light scatters the most."  # capitals and a comma
 PASSING = "sunlight is scattered by the air and blue light scatters the most."
@@ -144,7 +144,7 @@ def test_end_phrase_is_the_responses_own_short_last_sentence():
 
 def test_backtranslation_rewrites_the_instruction_and_keeps_the_response():
     attempts = sample_until_pass(scripted({"sample": [FAILING]}), [LOWER_NO_COMMA], ["p"], 1, 1, 0, "###")
-    made = backtranslate_failures([LOWER_NO_COMMA], [best(attempts[0])], {TASK.task_id: TASK}, CONFIG, 2, 0)[0]
+    made = backtranslate_failures([LOWER_NO_COMMA], [best(attempts[0])], CONFIG, 2, 0)[0]
     assert made is not None and made.attempt.passes
     assert made.instruction.prompt != LOWER_NO_COMMA.prompt and made.instruction.prompt.startswith(TASK.text)
     assert made.attempt.cleaned.text == FAILING
@@ -152,4 +152,4 @@ def test_backtranslation_rewrites_the_instruction_and_keeps_the_response():
     # an unfinished answer is never back-translated
     cut = sample_until_pass(lambda ps, s, n: [[Sample(" " + FAILING, 12, True)] for _ in ps], [LOWER_NO_COMMA],
                             ["p"], 1, 1, 0, "###")
-    assert backtranslate_failures([LOWER_NO_COMMA], [best(cut[0])], {TASK.task_id: TASK}, CONFIG, 2, 0) == [None]
+    assert backtranslate_failures([LOWER_NO_COMMA], [best(cut[0])], CONFIG, 2, 0) == [None]

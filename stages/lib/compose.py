@@ -531,6 +531,7 @@ def compose_instructions(
                     kwargs=kwargs,
                     category=task.category,
                     task_id=task.task_id,
+                    task=task.text,
                 )
             )
             added += 1

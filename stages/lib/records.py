@@ -52,6 +52,7 @@ class Instruction(Record):
     kwargs: list[dict]
     category: str = "ifeval"
     task_id: Optional[str] = None
+    task: Optional[str] = None  # the task's text before constraints were attached (back-translation reuses it)
 
     @model_validator(mode="after")
     def _aligned(self):

@@ -157,13 +157,14 @@ class Backtranslated:
 
 
 def backtranslate_failures(instructions: list[Instruction], drafts: list[Optional[Attempt]],
-                           tasks: dict[str, Task], config: ConstraintConfig, max_constraints: int,
+                           config: ConstraintConfig, max_constraints: int,
                            seed: int) -> list[Optional[Backtranslated]]:
     """For each instruction whose best attempt fails but is a finished answer, the response with an
     instruction it obeys; None where no constraint fits or there is no finished answer."""
     out: list[Optional[Backtranslated]] = []
     for instr, draft in zip(instructions, drafts):
-        task = tasks.get(instr.task_id or "")
+        task = Task(task_id=instr.task_id, category=instr.category, text=instr.task) \
+            if instr.task_id and instr.task else None
         if draft is None or draft.passes or not draft.finished or task is None or is_refusal(draft.cleaned.text):
             out.append(None)
             continue
