@@ -78,7 +78,7 @@ def baseline_generation_module():
     return module
 
 
-def one_at_a_time(model, tokenizer, prompts, settings, stop_strings, num_samples, desc=""):
+def one_at_a_time(model, tokenizer, prompts, settings, stop_strings, samples_per_prompt, desc=""):
     """A loop of single-sequence ``model.generate`` calls; returns (token counts per sample, as lists)."""
     from transformers import StoppingCriteriaList
     from transformers.generation.stopping_criteria import StopStringCriteria
@@ -96,7 +96,7 @@ def one_at_a_time(model, tokenizer, prompts, settings, stop_strings, num_samples
         for prompt in prompts:
             ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"].to(model.device)
             counts = []
-            for _ in range(num_samples):
+            for _ in range(samples_per_prompt):
                 new = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **kwargs)[0, ids.shape[1]:]
                 new = new.tolist()
                 counts.append(new.index(tokenizer.eos_token_id) if tokenizer.eos_token_id in new else len(new))
@@ -172,8 +172,10 @@ def main(argv: list[str] | None = None) -> dict:
             module = before if variant == "before" else generation
             if variant.startswith("ours, batch "):
                 settings = replace(settings, batch_size=int(variant.rsplit(" ", 1)[1]))
-            samples = module.generate(model, tokenizer, prompts, settings, stop_strings=stops, num_samples=k,
-                                      desc=variant)
+            # the baseline commit still called the samples per prompt num_samples
+            per_prompt = {"num_samples" if variant == "before" else "samples_per_prompt": k}
+            samples = module.generate(model, tokenizer, prompts, settings, stop_strings=stops, desc=variant,
+                                      **per_prompt)
             tokens = sum(s.n_tokens for per in samples for s in per)
         return tokens, time.perf_counter() - start, time.process_time() - cpu
 

@@ -108,7 +108,7 @@ def main() -> None:
         settings = GenerationSettings(prefs.max_new_tokens, prefs.temperature, prefs.top_p, 1.0,
                                       prefs.batch_size, prefs.seed)
         samples = generate(model, tokenizer, [r.prompt for r in records], settings,
-                           stop_strings=stop_strings(delimiter), num_samples=prefs.n_samples, desc="build_prefs")
+                           stop_strings=stop_strings(delimiter), samples_per_prompt=prefs.n_samples, desc="build_prefs")
         attempts: list[list[Attempt]] = [
             [check(s, instr, rec.prompt, prefs.seed, j, delimiter) for j, s in enumerate(drawn)]
             for rec, instr, drawn in zip(records, instructions, samples)]

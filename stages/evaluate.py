@@ -16,7 +16,7 @@ from stages.lib.cleaning import clean
 from stages.lib.context_window import check_prompts_fit
 from stages.lib.errors import UserError, stage_main
 from stages.lib.eval_metrics import summarize
-from stages.lib.generation import GenerationSettings, generate
+from stages.lib.generation import generate, greedy
 from stages.lib.io import remove_outputs, write_json_atomic, write_jsonl_atomic
 from stages.lib.manifest import environment
 from stages.lib.model_session import open_model
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
     with measured() as run:
         model, tokenizer, precision = open_model(params.model, adapters)
         delimiter = params.generate.delimiter
-        settings = GenerationSettings(params.eval.max_new_tokens, batch_size=params.eval.batch_size)  # greedy
+        settings = greedy(params.eval.max_new_tokens, params.eval.batch_size)
         texts = [zero_shot_prompt(p.prompt) for p in prompts]
         check_prompts_fit(model, tokenizer, texts, params.eval.max_new_tokens, budget_key="eval.max_new_tokens",
                           source=str(suite_path(suite)), keys=[p.key for p in prompts])

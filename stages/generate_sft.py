@@ -37,7 +37,7 @@ OUT_DIR = Path("data/sft")  # the DVC out: train.jsonl and manifest.json, writte
 OUT = OUT_DIR / "train.jsonl"
 MANIFEST = OUT_DIR / "manifest.json"
 METRICS = Path("metrics/sft_data.json")
-# How a sample's randomness is drawn (stages/lib/generation.py). With it a float32 run's sample can be regenerated
+# How a sample's randomness is drawn (stages/lib/sampling.py). With it a float32 run's sample can be regenerated
 # from its record alone; a bfloat16 run reproduces as a whole (batch-dependent rounding), not sample by sample.
 SAMPLING_SCHEME = "per-row generator seeded by sha256(sample_seed, sample_index, generation_prompt)"
 
@@ -81,7 +81,7 @@ def make_sampler(model, tokenizer, gen: GenerateParams, stops: list[str], desc: 
     def sampler(prompts: list[str], seed: int, n: int):
         settings = GenerationSettings(gen.max_new_tokens, gen.temperature, gen.top_p, gen.repetition_penalty,
                                       gen.batch_size, seed)
-        return generate(model, tokenizer, prompts, settings, stop_strings=stops, num_samples=n, desc=desc)
+        return generate(model, tokenizer, prompts, settings, stop_strings=stops, samples_per_prompt=n, desc=desc)
     return sampler
 
 

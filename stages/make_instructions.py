@@ -13,12 +13,15 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from .lib import checkers, compose, self_instruct
+from .lib import checkers, self_instruct
+from .lib.compose import compose_instructions
 from .lib.curated import read_constraints, read_tasks
 from .lib.errors import UserError, stage_main
 from .lib.io import remove_outputs, write_jsonl_atomic
+from .lib.near_duplicates import check_disjoint, dedupe_tasks
 from .lib.params import ModelParams, load_params
 from .lib.records import Instruction, Task, dump
+from .lib.task_split import split_tasks
 
 TASKS = Path("data/tasks.jsonl")
 CONSTRAINTS = Path("data/constraints.yaml")
@@ -92,9 +95,9 @@ def main() -> None:
     tasks = read_tasks(TASKS)
     config = read_constraints(CONSTRAINTS)
 
-    tasks, dropped = compose.dedupe_tasks(tasks, params.near_duplicate_threshold)
-    train_pool, held_out = compose.split_tasks(tasks, params.seed, params.eval_task_fraction)
-    test_pool, dev_pool = compose.split_tasks(held_out, params.seed, params.dev_task_fraction)
+    tasks, dropped = dedupe_tasks(tasks, params.near_duplicate_threshold)
+    train_pool, held_out = split_tasks(tasks, params.seed, params.eval_task_fraction)
+    test_pool, dev_pool = split_tasks(held_out, params.seed, params.dev_task_fraction)
     proposed: list[Task] = []
     if params.self_instruct_count > 0:
         # Model-proposed tasks join the train pool only (never dev or test), after a near-duplicate filter
@@ -105,7 +108,7 @@ def main() -> None:
         train_pool += proposed
 
     def compose_pool(pool: list[Task], n: int, name: str, key_base: int) -> list[Instruction]:
-        records = compose.compose_instructions(pool, config, n, f"{name}:{params.seed}", params.max_constraints, key_base)
+        records = compose_instructions(pool, config, n, f"{name}:{params.seed}", params.max_constraints, key_base)
         validate_records(records, name)
         return records
 
@@ -116,7 +119,7 @@ def main() -> None:
     for (a_name, a), (b_name, b) in (("train", train), ("dev", dev)), (("train", train), ("test", test)), \
                                     (("dev", dev), ("test", test)):
         try:
-            compose.check_disjoint(a, b, params.near_duplicate_threshold, task_texts=texts)
+            check_disjoint(a, b, params.near_duplicate_threshold, task_texts=texts)
         except UserError as err:
             raise UserError(f"{a_name} vs {b_name}: {err}") from None
 

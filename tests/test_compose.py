@@ -1,4 +1,5 @@
-"""compose.py (split, constraints, dedupe, leakage check) and self_instruct.py (list prompts and parsing)."""
+"""Making instructions: constraint_schema.py, near_duplicates.py, task_split.py, constraint_draw.py, compose.py
+(split, constraints, dedupe, leakage check) and self_instruct.py (list prompts and parsing)."""
 import itertools
 import random
 from pathlib import Path
@@ -6,7 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages.lib import checkers, compose, self_instruct
+from stages.lib import (
+    checkers, compose, constraint_draw, constraint_schema, near_duplicates, self_instruct, task_split,
+)
 from stages.lib.errors import UserError
 from stages.lib.params import InstructionsParams
 from stages.lib.records import Instruction, Task, dump, read_jsonl
@@ -20,9 +23,9 @@ def tasks() -> list[Task]:
 
 
 @pytest.fixture(scope="module")
-def config() -> compose.ConstraintConfig:
+def config() -> constraint_schema.ConstraintConfig:
     raw = yaml.safe_load((ROOT / "data/constraints.yaml").read_text())
-    return compose.parse_constraints(raw, checkers.SUPPORTED_IDS)
+    return constraint_schema.parse_constraints(raw, checkers.SUPPORTED_IDS)
 
 
 def _instr(key, task_id, prompt) -> Instruction:
@@ -33,30 +36,30 @@ def _instr(key, task_id, prompt) -> Instruction:
 
 
 def test_normalise_lowercases_strips_punctuation_and_collapses_space():
-    assert compose.normalise("  Hello,   World!\n\"Quote\"  ") == "hello world quote"
+    assert near_duplicates.normalise("  Hello,   World!\n\"Quote\"  ") == "hello world quote"
 
 
 def test_similarity_flags_one_word_change_but_not_unrelated_tasks():
-    assert compose.similarity("What is the capital city of Canada?", "What is the capital city of Peru?") >= 0.85
-    assert compose.similarity("What is the capital city of Canada?", "Write a haiku about the ocean.") < 0.3
+    assert near_duplicates.similarity("What is the capital city of Canada?", "What is the capital city of Peru?") >= 0.85
+    assert near_duplicates.similarity("What is the capital city of Canada?", "Write a haiku about the ocean.") < 0.3
 
 
 def test_dedupe_tasks_drops_near_duplicates_and_reports_the_twin():
     a = Task(task_id="a", category="c", text="Name three animals that live in the desert.")
     b = Task(task_id="b", category="c", text="Name three animals that live in the desert!")
     c = Task(task_id="c", category="c", text="Explain how a kettle boils water.")
-    kept, dropped = compose.dedupe_tasks([a, b, c], 0.85)
+    kept, dropped = near_duplicates.dedupe_tasks([a, b, c], 0.85)
     assert [t.task_id for t in kept] == ["a", "c"]
     assert [(d.task_id, twin.task_id) for d, twin in dropped] == [("b", "a")]
 
 
 def test_dedupe_instructions_removes_repeated_prompts():
     recs = [_instr(1, "t1", "Say hi. No commas."), _instr(2, "t1", "say hi no commas"), _instr(3, "t2", "Say bye.")]
-    assert [r.key for r in compose.dedupe_instructions(recs)] == [1, 3]
+    assert [r.key for r in near_duplicates.dedupe_instructions(recs)] == [1, 3]
 
 
 def test_curated_tasks_contain_no_near_duplicates(tasks):
-    _, dropped = compose.dedupe_tasks(tasks, InstructionsParams().near_duplicate_threshold)
+    _, dropped = near_duplicates.dedupe_tasks(tasks, InstructionsParams().near_duplicate_threshold)
     assert dropped == []
 
 
@@ -64,16 +67,16 @@ def test_curated_tasks_contain_no_near_duplicates(tasks):
 
 
 def test_split_is_disjoint_stratified_and_seeded(tasks):
-    train, evals = compose.split_tasks(tasks, seed=0, eval_fraction=0.3)
+    train, evals = task_split.split_tasks(tasks, seed=0, eval_fraction=0.3)
     assert {t.task_id for t in train}.isdisjoint({t.task_id for t in evals})
     assert len(train) + len(evals) == len(tasks)
     assert {t.category for t in evals} == {t.category for t in tasks}
     for cat in {t.category for t in tasks}:
         n = sum(t.category == cat for t in tasks)
         assert sum(t.category == cat for t in evals) == round(n * 0.3)
-    again = compose.split_tasks(tasks, seed=0, eval_fraction=0.3)
+    again = task_split.split_tasks(tasks, seed=0, eval_fraction=0.3)
     assert [t.task_id for t in again[1]] == [t.task_id for t in evals]
-    other = compose.split_tasks(tasks, seed=1, eval_fraction=0.3)
+    other = task_split.split_tasks(tasks, seed=1, eval_fraction=0.3)
     assert [t.task_id for t in other[1]] != [t.task_id for t in evals]
 
 
@@ -91,7 +94,7 @@ def test_composed_records_are_valid_consistent_and_conflict_free(tasks, config):
     conflicts = config.conflict_set()
     by_id = {t.task_id: t for t in tasks}
     assert len({r.key for r in records}) == len(records)
-    assert len(compose.dedupe_instructions(records)) == len(records)
+    assert len(near_duplicates.dedupe_instructions(records)) == len(records)
     for rec in records:
         ids = rec.instruction_id_list
         assert 1 <= len(ids) <= 4 and len(set(ids)) == len(ids)
@@ -101,9 +104,9 @@ def test_composed_records_are_valid_consistent_and_conflict_free(tasks, config):
             checkers.validate_kwargs(iid, kw)
         task = by_id[rec.task_id]
         assert rec.prompt.startswith(task.text) and rec.category == task.category
-        assert compose.kwargs_consistent(task, ids, rec.kwargs)
+        assert constraint_draw.kwargs_consistent(task, ids, rec.kwargs)
         for iid, kw in zip(ids, rec.kwargs):
-            assert compose.applies_to(config.instructions[iid], task)
+            assert constraint_draw.applies_to(config.instructions[iid], task)
             if iid == "combination:repeat_prompt":
                 assert kw["prompt_to_repeat"] == task.text
                 assert ids[0] == iid  # phrased right after the task, so "the request above" is the task
@@ -117,7 +120,7 @@ def test_every_configured_id_gets_drawn(tasks, config):
 
 def test_constrained_response_only_on_yes_no_questions(tasks, config):
     spec = config.instructions["detectable_format:constrained_response"]
-    yes_no = [t for t in tasks if compose.applies_to(spec, t)]
+    yes_no = [t for t in tasks if constraint_draw.applies_to(spec, t)]
     assert len(yes_no) >= 10
     assert all(" or " not in t.text for t in yes_no)
 
@@ -136,12 +139,12 @@ def test_small_pool_is_reused_with_new_constraints_never_beyond_it(config):
 
 def test_kwargs_consistency_rules():
     task = Task(task_id="t", category="c", text="Rewrite this without the word very: it was very cold.")
-    assert not compose.kwargs_consistent(task, ["keywords:forbidden_words"], [{"forbidden_words": ["very", "nice"]}])
+    assert not constraint_draw.kwargs_consistent(task, ["keywords:forbidden_words"], [{"forbidden_words": ["very", "nice"]}])
     ids = ["startend:end_checker", "punctuation:no_comma"]
-    assert not compose.kwargs_consistent(task, ids, [{"end_phrase": "Thanks, bye."}, {}])
+    assert not constraint_draw.kwargs_consistent(task, ids, [{"end_phrase": "Thanks, bye."}, {}])
     ids = ["length_constraints:number_sentences", "length_constraints:number_paragraphs"]
-    assert not compose.kwargs_consistent(task, ids, [{"relation": "less than", "num_sentences": 3}, {"num_paragraphs": 3}])
-    assert compose.kwargs_consistent(task, ids, [{"relation": "less than", "num_sentences": 4}, {"num_paragraphs": 3}])
+    assert not constraint_draw.kwargs_consistent(task, ids, [{"relation": "less than", "num_sentences": 3}, {"num_paragraphs": 3}])
+    assert constraint_draw.kwargs_consistent(task, ids, [{"relation": "less than", "num_sentences": 4}, {"num_paragraphs": 3}])
 
 
 def test_render_prompt_formats_lists():
@@ -159,7 +162,7 @@ def test_render_prompt_formats_lists():
 def test_unknown_instruction_id_is_named():
     raw = {"instructions": {"punctuation:no_semicolon": {"phrasings": ["No semicolons."]}}}
     with pytest.raises(UserError, match=r"my\.yaml.*'punctuation:no_semicolon'"):
-        compose.parse_constraints(raw, checkers.SUPPORTED_IDS, source="my.yaml")
+        constraint_schema.parse_constraints(raw, checkers.SUPPORTED_IDS, source="my.yaml")
 
 
 def test_unknown_id_in_conflicts_is_named():
@@ -168,13 +171,13 @@ def test_unknown_id_in_conflicts_is_named():
         "conflicts": [["punctuation:no_comma", "startend:nonsense"]],
     }
     with pytest.raises(UserError, match=r"conflicts\[0\].*'startend:nonsense'"):
-        compose.parse_constraints(raw, checkers.SUPPORTED_IDS)
+        constraint_schema.parse_constraints(raw, checkers.SUPPORTED_IDS)
 
 
 def test_placeholder_without_kwarg_is_an_error():
     raw = {"instructions": {"length_constraints:number_words": {"phrasings": ["Use {num_words} words."]}}}
     with pytest.raises(UserError, match="num_words"):
-        compose.parse_constraints(raw, checkers.SUPPORTED_IDS)
+        constraint_schema.parse_constraints(raw, checkers.SUPPORTED_IDS)
 
 
 def test_kwarg_spec_needs_exactly_one_way():
@@ -184,7 +187,7 @@ def test_kwarg_spec_needs_exactly_one_way():
         }
     }
     with pytest.raises(UserError, match="exactly one"):
-        compose.parse_constraints(raw, checkers.SUPPORTED_IDS)
+        constraint_schema.parse_constraints(raw, checkers.SUPPORTED_IDS)
 
 
 # --- check_disjoint -----------------------------------------------------------------------------------
@@ -192,11 +195,11 @@ def test_kwarg_spec_needs_exactly_one_way():
 
 def test_check_disjoint_rejects_a_shared_task_id():
     with pytest.raises(UserError, match="qa-001"):
-        compose.check_disjoint([_instr(1, "qa-001", "A? x")], [_instr(2, "qa-001", "A? y")], 0.85)
+        near_duplicates.check_disjoint([_instr(1, "qa-001", "A? x")], [_instr(2, "qa-001", "A? y")], 0.85)
 
 
 def test_check_disjoint_names_a_planted_near_duplicate(tasks, config):
-    train_pool, eval_pool = compose.split_tasks(tasks, 0, 0.3)
+    train_pool, eval_pool = task_split.split_tasks(tasks, 0, 0.3)
     victim = train_pool[5]
     twin = Task(task_id="planted-001", category=victim.category, text=victim.text.replace(" the ", " a ", 1) + " ")
     eval_pool = eval_pool + [twin]
@@ -204,17 +207,17 @@ def test_check_disjoint_names_a_planted_near_duplicate(tasks, config):
     evals = compose.compose_instructions(eval_pool, config, len(eval_pool), 0, 2)
     texts = {t.task_id: t.text for t in train_pool + eval_pool}
     with pytest.raises(UserError, match=rf"task {victim.task_id} vs eval task planted-001"):
-        compose.check_disjoint(train, evals, 0.85, task_texts=texts)
+        near_duplicates.check_disjoint(train, evals, 0.85, task_texts=texts)
     # without the plant the real split is clean
     clean = [r for r in evals if r.task_id != "planted-001"]
-    compose.check_disjoint(train, clean, 0.85, task_texts=texts)
+    near_duplicates.check_disjoint(train, clean, 0.85, task_texts=texts)
 
 
 def test_check_disjoint_compares_whole_prompts_without_task_texts():
     train = [_instr(1, None, "Describe the smell of rain on a hot road.")]
     evals = [_instr(9, None, "Describe the smell of rain on a hot road!")]
     with pytest.raises(UserError, match="key 1 vs eval key 9"):
-        compose.check_disjoint(train, evals, 0.85)
+        near_duplicates.check_disjoint(train, evals, 0.85)
 
 
 # --- self-instruct ------------------------------------------------------------------------------------

@@ -94,7 +94,7 @@ def regenerate(project: Path, rec: SftExample, **generate_params) -> str:
     revised = rec.source == "revised"
     stops = revision_stop_strings(gen["delimiter"]) if revised else stop_strings(gen["delimiter"])
     sample = generate(model, tokenizer, [rec.generation_prompt], settings, stop_strings=stops,
-                      num_samples=rec.sample_index + 1)[0][rec.sample_index]
+                      samples_per_prompt=rec.sample_index + 1)[0][rec.sample_index]
     markers = NEXT_TURN_MARKERS + (REVISION_MARKERS if revised else ())
     return as_completion(clean(sample.text, gen["delimiter"], sample.hit_token_limit, markers).text)
 
@@ -147,11 +147,11 @@ def test_sampled_records_are_byte_identical_per_seed_and_reproducible_from_their
 
 def _scripted_generate(bad_every: int, text: str = " A plain answer with words."):
     """Stand-in for generate(): prompt i of a call gets only invalid samples when i % bad_every == 0."""
-    def fake(model, tokenizer, prompts, settings, *, stop_strings=(), num_samples=1, desc=""):
+    def fake(model, tokenizer, prompts, settings, *, stop_strings=(), samples_per_prompt=1, desc=""):
         out = []
         for i, _ in enumerate(prompts):
             answer = "\n###\n" if i % bad_every == 0 else text
-            out.append([Sample(answer, 5, False) for _ in range(num_samples)])
+            out.append([Sample(answer, 5, False) for _ in range(samples_per_prompt)])
         return out
     return fake
 

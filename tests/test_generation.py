@@ -7,24 +7,24 @@ import torch
 from transformers import LlamaForCausalLM
 
 from stages.lib.cleaning import clean, is_valid
-from stages.lib.generation import (
-    DECODE_ATTENTION,
-    GenerationSettings,
-    decode_attention,
-    StopChecker,
-    apply_repetition_penalty,
-    generate,
-    generate_with_hf,
-    nucleus_sample,
-    row_seed,
-    supports_slot_decoding,
-)
+from stages.lib.decode_attention import DECODE_ATTENTION, decode_attention
+from stages.lib.generation import GenerationSettings, generate
+from stages.lib.hf_generation import generate_with_hf
+from stages.lib.sampling import apply_repetition_penalty, nucleus_sample, row_seed
+from stages.lib.slot_decoder import SlotDecoder, supports_slot_decoding
+from stages.lib.stopping import StopChecker
 from stages.lib.hardware import resolve_precision
 from stages.lib.loader import load_model, load_tokenizer
 from stages.lib.prompts import few_shot_prompt, stop_strings, Shot
 
 STOPS = ["###", "\nInstruction:", "\nQ:"]
 FP32 = resolve_precision("float32")
+
+
+def settings_for(max_new_tokens: int, batch_size: int, *, temperature: float = 0.0, top_p: float = 1.0,
+                 repetition_penalty: float = 1.0, seed: int = 0) -> GenerationSettings:
+    """Greedy, no penalty, unless a test says otherwise."""
+    return GenerationSettings(max_new_tokens, temperature, top_p, repetition_penalty, batch_size, seed)
 
 
 # --- a model whose output we choose --------------------------------------------------------------------
@@ -93,12 +93,12 @@ def scripted(tiny):
 
 
 def run_script(scripted, script: list[int], prompt: str = "Instruction: Give a ratio.\nResponse:", *,
-               max_new_tokens: int = 64, engine=generate, num_samples: int = 1, stops=STOPS):
+               max_new_tokens: int = 64, engine=generate, samples_per_prompt: int = 1, stops=STOPS):
     model, tokenizer = scripted
     model.script = script
     model.prompt_len = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
-    settings = GenerationSettings(max_new_tokens=max_new_tokens, temperature=0.0, repetition_penalty=1.3, batch_size=4)
-    return engine(model, tokenizer, [prompt], settings, stop_strings=stops, num_samples=num_samples)[0]
+    settings = settings_for(max_new_tokens=max_new_tokens, temperature=0.0, repetition_penalty=1.3, batch_size=4)
+    return engine(model, tokenizer, [prompt], settings, stop_strings=stops, samples_per_prompt=samples_per_prompt)[0]
 
 
 # --- stopping by string ----------------------------------------------------------------------------------
@@ -182,7 +182,7 @@ def test_slot_decoder_matches_hf_generate_greedy(chaotic, penalty):
     model, tokenizer = chaotic
     assert supports_slot_decoding(model)
     prompts = _prompts(tokenizer)
-    settings = GenerationSettings(max_new_tokens=24, temperature=0.0, repetition_penalty=penalty, batch_size=3)
+    settings = settings_for(max_new_tokens=24, temperature=0.0, repetition_penalty=penalty, batch_size=3)
     # Letters that no special token's text contains: Hugging Face matches stop strings against special tokens'
     # text too ("<|im_end|>" holds an "e"), while our text, like the stored one, skips special tokens.
     stops = ["o", "y", "\nQ:"]
@@ -194,13 +194,11 @@ def test_slot_decoder_matches_hf_generate_greedy(chaotic, penalty):
 
 
 def test_shared_prompt_prefixes_are_computed_once_and_released(chaotic):
-    from stages.lib.generation import _SlotDecoder
-
     model, tokenizer = chaotic
     prompts = _prompts(tokenizer)
     encoded = tokenizer(prompts, add_special_tokens=False)["input_ids"]
-    settings = GenerationSettings(max_new_tokens=8, temperature=0.0, batch_size=2)
-    decoder = _SlotDecoder(model, tokenizer, prompts, encoded, settings, STOPS, 1)
+    settings = settings_for(max_new_tokens=8, temperature=0.0, batch_size=2)
+    decoder = SlotDecoder(model, tokenizer, prompts, encoded, settings, STOPS, 1)
     shared = decoder.run("test")
     assert decoder.prefill_tokens < sum(map(len, encoded)) - 20  # the few-shot examples ran once
     assert decoder.prefixes == {}  # nothing is held once every prompt is in
@@ -215,7 +213,7 @@ def test_slot_decoder_works_through_a_peft_adapter(tiny):
     lora = get_peft_model(fresh, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
     lora.eval()
     prompts = _prompts(tokenizer)[:4]
-    settings = GenerationSettings(max_new_tokens=12, temperature=0.0, batch_size=2)
+    settings = settings_for(max_new_tokens=12, temperature=0.0, batch_size=2)
     ours = generate(lora, tokenizer, prompts, settings, stop_strings=STOPS)
     reference = [generate_with_hf(lora, tokenizer, [p], settings, stop_strings=STOPS)[0] for p in prompts]
     assert ours == reference
@@ -225,17 +223,17 @@ def test_slot_decoder_works_through_a_peft_adapter(tiny):
 def test_sampling_is_per_row_reproducible_and_independent_of_batching(tiny):
     model, tokenizer, _ = tiny
     prompts = _prompts(tokenizer)
-    settings = GenerationSettings(max_new_tokens=16, temperature=0.8, top_p=0.9, repetition_penalty=1.1,
-                                  batch_size=6, seed=7)
-    a = generate(model, tokenizer, prompts, settings, stop_strings=STOPS, num_samples=3)
-    assert a == generate(model, tokenizer, prompts, settings, stop_strings=STOPS, num_samples=3)
+    settings = settings_for(max_new_tokens=16, temperature=0.8, top_p=0.9, repetition_penalty=1.1,
+                            batch_size=6, seed=7)
+    a = generate(model, tokenizer, prompts, settings, stop_strings=STOPS, samples_per_prompt=3)
+    assert a == generate(model, tokenizer, prompts, settings, stop_strings=STOPS, samples_per_prompt=3)
     small = GenerationSettings(**{**settings.__dict__, "batch_size": 3})
-    assert a == generate(model, tokenizer, prompts, small, stop_strings=STOPS, num_samples=3)
+    assert a == generate(model, tokenizer, prompts, small, stop_strings=STOPS, samples_per_prompt=3)
     # One prompt alone, as a stored generation_prompt would be regenerated, gives the same samples.
-    assert generate(model, tokenizer, [prompts[4]], settings, stop_strings=STOPS, num_samples=3)[0] == a[4]
+    assert generate(model, tokenizer, [prompts[4]], settings, stop_strings=STOPS, samples_per_prompt=3)[0] == a[4]
     assert len({s.text for s in a[0]}) > 1  # the k samples of a prompt differ
     other = generate(model, tokenizer, prompts, GenerationSettings(**{**settings.__dict__, "seed": 8}),
-                     stop_strings=STOPS, num_samples=3)
+                     stop_strings=STOPS, samples_per_prompt=3)
     assert other != a
     assert row_seed(7, "p", 0) == row_seed(7, "p", 0) != row_seed(7, "p", 1)
 
@@ -245,10 +243,10 @@ def test_sample_offset_continues_a_run_with_new_draws(tiny):
     adaptive best-of-k can sample again without repeating an earlier draw."""
     model, tokenizer, _ = tiny
     prompts = _prompts(tokenizer)[:4]
-    settings = GenerationSettings(max_new_tokens=12, temperature=0.9, top_p=0.95, batch_size=5, seed=3)
-    four = generate(model, tokenizer, prompts, settings, stop_strings=STOPS, num_samples=4)
-    first = generate(model, tokenizer, prompts, settings, stop_strings=STOPS, num_samples=2)
-    more = generate(model, tokenizer, prompts, settings, stop_strings=STOPS, num_samples=2, sample_offset=2)
+    settings = settings_for(max_new_tokens=12, temperature=0.9, top_p=0.95, batch_size=5, seed=3)
+    four = generate(model, tokenizer, prompts, settings, stop_strings=STOPS, samples_per_prompt=4)
+    first = generate(model, tokenizer, prompts, settings, stop_strings=STOPS, samples_per_prompt=2)
+    more = generate(model, tokenizer, prompts, settings, stop_strings=STOPS, samples_per_prompt=2, sample_offset=2)
     assert [a + b for a, b in zip(first, more)] == four
     assert first != more  # new draws, not the first ones again
     with pytest.raises(ValueError):
@@ -276,7 +274,7 @@ def test_decode_attention_matches_sdpa_for_one_new_token(dtype, tolerance):
 
 
 def test_decode_attention_is_used_in_bf16_and_restored_after(tiny, monkeypatch):
-    import stages.lib.generation as generation
+    import stages.lib.decode_attention as attention_module
 
     _, tokenizer, base = tiny
     query_lengths = []
@@ -285,9 +283,9 @@ def test_decode_attention_is_used_in_bf16_and_restored_after(tiny, monkeypatch):
         query_lengths.append(query.shape[2])
         return decode_attention(module, query, *args, **kwargs)
 
-    monkeypatch.setattr(generation, "decode_attention", spy)
+    monkeypatch.setattr(attention_module, "decode_attention", spy)
     prompts = _prompts(tokenizer)[:3]
-    settings = GenerationSettings(max_new_tokens=6, batch_size=2)
+    settings = settings_for(max_new_tokens=6, batch_size=2)
     fp32 = load_model(base, FP32)
     generate(fp32, tokenizer, prompts, settings)
     assert query_lengths == []  # fp32 keeps torch's kernel
@@ -300,12 +298,12 @@ def test_decode_attention_is_used_in_bf16_and_restored_after(tiny, monkeypatch):
 
 def test_slot_decoder_with_decode_attention_matches_hf_generate(chaotic, monkeypatch):
     """The whole-buffer cache and decode_attention, forced on in fp32, give Hugging Face's tokens."""
-    import stages.lib.generation as generation
+    import stages.lib.decode_attention as attention_module
 
-    monkeypatch.setattr(generation, "DECODE_ATTENTION_DTYPES", (torch.float32,))
+    monkeypatch.setattr(attention_module, "DECODE_ATTENTION_DTYPES", (torch.float32,))
     model, tokenizer = chaotic
     prompts = _prompts(tokenizer)
-    settings = GenerationSettings(max_new_tokens=16, temperature=0.0, repetition_penalty=1.3, batch_size=3)
+    settings = settings_for(max_new_tokens=16, temperature=0.0, repetition_penalty=1.3, batch_size=3)
     stops = ["o", "y", "\nQ:"]
     ours = generate(model, tokenizer, prompts, settings, stop_strings=stops)
     assert ours == [generate_with_hf(model, tokenizer, [p], settings, stop_strings=stops)[0] for p in prompts]
@@ -313,9 +311,9 @@ def test_slot_decoder_with_decode_attention_matches_hf_generate(chaotic, monkeyp
 
 def test_generate_edge_cases(tiny):
     model, tokenizer, _ = tiny
-    settings = GenerationSettings(max_new_tokens=5, batch_size=4)
+    settings = settings_for(max_new_tokens=5, batch_size=4)
     assert generate(model, tokenizer, [], settings) == []
-    out = generate(model, tokenizer, ["Q: hi", "Q: hello there"], settings, num_samples=3)
+    out = generate(model, tokenizer, ["Q: hi", "Q: hello there"], settings, samples_per_prompt=3)
     assert [len(s) for s in out] == [3, 3]
     assert all(s.n_tokens <= 5 for per in out for s in per)
     with pytest.raises(ValueError):

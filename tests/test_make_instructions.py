@@ -9,7 +9,7 @@ import yaml
 from conftest import run_stage, write_params
 
 from stages import make_instructions
-from stages.lib import checkers, compose
+from stages.lib import checkers, constraint_schema, near_duplicates, task_split
 from stages.lib.records import Instruction, Task, read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,7 +67,7 @@ def test_dev_and_test_share_no_near_duplicate_task_text(workdir):
     dev, test = (read_jsonl(p, Instruction) for p in OUTPUTS[1:])
     dev_texts = sorted({tasks[r.task_id] for r in dev})
     test_texts = sorted({tasks[r.task_id] for r in test})
-    assert not compose.near_duplicate_pairs(dev_texts, test_texts, 0.85)
+    assert not near_duplicates.near_duplicate_pairs(dev_texts, test_texts, 0.85)
 
 
 def test_stage_output_is_byte_identical_per_seed(workdir):
@@ -179,8 +179,8 @@ def test_self_instruct_proposals_copying_eval_tasks_never_reach_train(workdir, m
     """Leakage and dedup checks apply to proposals: a model that 'proposes' eval tasks (verbatim and reworded)
     and repeats itself yields only its one new task, once."""
     params = make_instructions.load_params().instructions
-    tasks, _ = compose.dedupe_tasks(make_instructions.read_tasks(make_instructions.TASKS), params.near_duplicate_threshold)
-    _, eval_pool = compose.split_tasks(tasks, params.seed, params.eval_task_fraction)
+    tasks, _ = near_duplicates.dedupe_tasks(make_instructions.read_tasks(make_instructions.TASKS), params.near_duplicate_threshold)
+    _, eval_pool = task_split.split_tasks(tasks, params.seed, params.eval_task_fraction)
     leaked, reworded = eval_pool[0].text, eval_pool[1].text.upper().rstrip(".?!") + "!!"
     novel = "Describe the smell of a pine forest after heavy rain in three sentences."
     continuation = f" {leaked}\n10. {reworded}\n11. {novel}\n12. {novel.lower()}\n13. {leaked}"
@@ -216,12 +216,12 @@ def test_curated_tasks_are_plentiful_and_varied():
     cats = Counter(t.category for t in tasks)
     assert len(tasks) >= 250 and len({t.task_id for t in tasks}) == len(tasks)
     assert len(cats) >= 6 and min(cats.values()) >= 35
-    assert len({compose.normalise(t.text) for t in tasks}) == len(tasks)
+    assert len({near_duplicates.normalise(t.text) for t in tasks}) == len(tasks)
 
 
 def test_constraints_cover_enough_ids_with_several_phrasings():
     raw = yaml.safe_load((ROOT / "data/constraints.yaml").read_text())
-    config = compose.parse_constraints(raw, checkers.SUPPORTED_IDS)
+    config = constraint_schema.parse_constraints(raw, checkers.SUPPORTED_IDS)
     assert len(config.instructions) >= 15
     assert all(2 <= len(spec.phrasings) <= 4 for spec in config.instructions.values())
     assert ("change_case:english_lowercase", "change_case:english_capital") in config.conflicts
@@ -243,8 +243,8 @@ def test_fewshot_tasks_are_not_curated_tasks():
     rows = [json.loads(line) for line in (ROOT / "data/fewshot.jsonl").read_text().splitlines() if line.strip()]
     task_texts = [t.text for t in tasks]
     for row in rows:
-        instruction = compose.normalise(row["instruction"])
-        assert not any(compose.normalise(t) in instruction for t in task_texts), row["instruction"]
+        instruction = near_duplicates.normalise(row["instruction"])
+        assert not any(near_duplicates.normalise(t) in instruction for t in task_texts), row["instruction"]
         # the task part is the instruction's first sentence; compare it too
         first = row["instruction"].split("? ")[0].split(". ")[0]
-        assert not compose.near_duplicate_pairs([first], task_texts, 0.85), row["instruction"]
+        assert not near_duplicates.near_duplicate_pairs([first], task_texts, 0.85), row["instruction"]

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages.lib import checkers, compose
+from stages.lib import checkers, compose, constraint_draw, constraint_schema, near_duplicates
 from stages.lib.params import InstructionsParams
 from stages.lib.records import Instruction, Task, read_jsonl
 
@@ -33,17 +33,17 @@ def tasks() -> list[Task]:
 
 
 @pytest.fixture(scope="module")
-def config() -> compose.ConstraintConfig:
+def config() -> constraint_schema.ConstraintConfig:
     raw = yaml.safe_load((ROOT / "data/constraints.yaml").read_text())
-    return compose.parse_constraints(raw, checkers.SUPPORTED_IDS)
+    return constraint_schema.parse_constraints(raw, checkers.SUPPORTED_IDS)
 
 
 def _ngrams(text: str, n: int = NGRAM) -> set[tuple[str, ...]]:
-    words = compose.normalise(text).split()
+    words = near_duplicates.normalise(text).split()
     return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
 
 
-def _template_ngrams(config: compose.ConstraintConfig) -> set[tuple[str, ...]]:
+def _template_ngrams(config: constraint_schema.ConstraintConfig) -> set[tuple[str, ...]]:
     """Word n-grams of every phrasing's fixed text. N-grams never span a {placeholder}, because the value
     put there differs from prompt to prompt; the words around it are what a template always contributes."""
     grams: set[tuple[str, ...]] = set()
@@ -68,7 +68,7 @@ def test_suite_is_ifeval_format_with_unique_keys_and_enough_prompts(suite, tasks
     assert all(isinstance(k, int) for k in keys)
     assert len(set(keys)) == len(keys)
     assert len({r.task_id for r in suite}) == len(suite)
-    assert len({compose.normalise(r.prompt) for r in suite}) == len(suite)
+    assert len({near_duplicates.normalise(r.prompt) for r in suite}) == len(suite)
     categories = Counter(r.category for r in suite)
     assert set(categories) == {t.category for t in tasks}
     assert min(categories.values()) >= 20
@@ -96,13 +96,13 @@ def test_constraint_sets_are_satisfiable(suite, config):
     conflicts = config.conflict_set()
     for rec in suite:
         ids, kwargs = rec.instruction_id_list, rec.kwargs
-        assert compose.compatible(ids, conflicts), (rec.key, ids)
+        assert constraint_draw.compatible(ids, conflicts), (rec.key, ids)
         # The prompt necessarily names its forbidden words, so those are taken out before asking whether
         # the request (or any text another constraint requires) forces them into the answer.
         forbidden = {w.lower() for iid, kw in zip(ids, kwargs) if iid == "keywords:forbidden_words" for w in kw["forbidden_words"]}
-        request = " ".join(w for w in rec.prompt.split() if compose.normalise(w) not in forbidden)
+        request = " ".join(w for w in rec.prompt.split() if near_duplicates.normalise(w) not in forbidden)
         task = Task(task_id=rec.task_id, category=rec.category, text=request)
-        assert compose.kwargs_consistent(task, ids, kwargs), (rec.key, rec.prompt)
+        assert constraint_draw.kwargs_consistent(task, ids, kwargs), (rec.key, rec.prompt)
 
 
 def test_repeated_request_is_in_the_prompt_verbatim(suite):
@@ -131,11 +131,11 @@ def test_a_response_meeting_the_words_of_the_prompt_passes_its_checkers(suite):
 def test_suite_shares_no_near_duplicate_text_with_curated_tasks(suite, tasks):
     texts = [t.text for t in tasks]
     pieces = [(rec.key, p) for rec in suite for p in _pieces(rec.prompt)]
-    pairs = compose.near_duplicate_pairs([p for _, p in pieces], texts, THRESHOLD)
+    pairs = near_duplicates.near_duplicate_pairs([p for _, p in pieces], texts, THRESHOLD)
     assert not pairs, [(pieces[i][0], pieces[i][1], texts[j], round(r, 2)) for i, j, r in pairs[:5]]
-    normalised = [compose.normalise(t) for t in texts]
+    normalised = [near_duplicates.normalise(t) for t in texts]
     for rec in suite:
-        prompt = f" {compose.normalise(rec.prompt)} "
+        prompt = f" {near_duplicates.normalise(rec.prompt)} "
         assert not any(f" {t} " in prompt for t in normalised), rec.key
 
 
@@ -156,10 +156,10 @@ def test_template_guard_flags_a_prompt_rendered_from_constraints_yaml(config, ta
     flagged = 0
     for iid, spec in config.instructions.items():
         for phrasing in spec.phrasings:
-            literal_words = max(len(compose.normalise(lit).split()) for lit, *_ in string.Formatter().parse(phrasing))
+            literal_words = max(len(near_duplicates.normalise(lit).split()) for lit, *_ in string.Formatter().parse(phrasing))
             if literal_words < NGRAM:
                 continue
-            prompt = compose.render_prompt(task.text, [phrasing], [compose.draw_kwargs(spec, task, rng)])
+            prompt = compose.render_prompt(task.text, [phrasing], [constraint_draw.draw_kwargs(spec, task, rng)])
             assert _ngrams(prompt) & templates, (iid, prompt)
             flagged += 1
     assert flagged >= 30
@@ -168,12 +168,12 @@ def test_template_guard_flags_a_prompt_rendered_from_constraints_yaml(config, ta
 def test_near_duplicate_guard_flags_a_task_hidden_in_a_longer_prompt(tasks):
     task = tasks[0].text
     prompt = f"Quick question. {task.rstrip('?.')}, please? Answer in under twenty words."
-    assert compose.near_duplicate_pairs(_pieces(prompt), [task], THRESHOLD)
+    assert near_duplicates.near_duplicate_pairs(_pieces(prompt), [task], THRESHOLD)
 
 
 def test_kwargs_for_a_contradictory_set_are_rejected():
     # what the satisfiability test relies on: a required phrase with a comma under no_comma is caught
     task = Task(task_id="t", category="c", text="Say goodbye.")
     ids = ["punctuation:no_comma", "startend:end_checker"]
-    assert not compose.kwargs_consistent(task, ids, [{}, {"end_phrase": "Bye, then."}])
-    assert compose.kwargs_consistent(task, ids, [{}, {"end_phrase": "Bye then."}])
+    assert not constraint_draw.kwargs_consistent(task, ids, [{}, {"end_phrase": "Bye, then."}])
+    assert constraint_draw.kwargs_consistent(task, ids, [{}, {"end_phrase": "Bye then."}])

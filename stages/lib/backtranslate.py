@@ -13,9 +13,9 @@ import random
 from typing import Any, Iterator
 
 from . import checkers
-from .compose import (
-    ConstraintConfig, ConstraintSpec, KwargSpec, applies_to, kwargs_consistent, pick_ids, render_prompt, task_content_words,
-)
+from .compose import render_prompt
+from .constraint_draw import applies_to, kwargs_consistent, pick_ids, task_content_words
+from .constraint_schema import ConstraintConfig, ConstraintSpec, KwargSpec
 from .records import Task
 
 _MAX_END_PHRASE_WORDS = 8

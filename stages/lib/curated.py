@@ -6,7 +6,8 @@ from pathlib import Path
 
 import yaml
 
-from . import checkers, compose
+from . import checkers
+from .constraint_schema import ConstraintConfig, parse_constraints
 from .errors import UserError
 from .records import Task, read_jsonl
 
@@ -20,11 +21,11 @@ def read_tasks(path: Path) -> list[Task]:
     return tasks
 
 
-def read_constraints(path: Path) -> compose.ConstraintConfig:
+def read_constraints(path: Path) -> ConstraintConfig:
     if not path.is_file():
         raise UserError(f"{path}: file not found")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise UserError(f"{path}: not valid YAML: {exc}") from None
-    return compose.parse_constraints(raw, checkers.SUPPORTED_IDS, source=str(path))
+    return parse_constraints(raw, checkers.SUPPORTED_IDS, source=str(path))

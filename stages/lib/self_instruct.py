@@ -16,7 +16,7 @@ import re
 from collections import defaultdict
 from typing import Callable, Iterable, Optional, Sequence
 
-from .compose import near_duplicate_pairs, normalise
+from .near_duplicates import near_duplicate_pairs, normalise
 from .errors import UserError
 from .params import InstructionsParams
 from .records import Task

@@ -20,7 +20,7 @@ from typing import Callable, Optional, Sequence
 from . import checkers
 from .backtranslate import backtranslate
 from .cleaning import Cleaned, clean, is_valid
-from .compose import ConstraintConfig
+from .constraint_schema import ConstraintConfig
 from .findings import findings
 from .generation import Sample
 from .negatives import is_refusal
