@@ -2,7 +2,7 @@
 
     python -m benchmarks.dpo [--pairs 48] [--repeat 2] [--dtype float32] [--variants "ours;before"] [--json out]
 
-Needs models/base, models/sft (dpo.init=sft, the default) and data/prefs/pairs.jsonl. Each variant runs in a
+Needs models/base, models/sft (train_dpo.init=sft, the default) and data/prefs/pairs.jsonl. Each variant runs in a
 fresh process (so its peak resident memory is its own) on the first --pairs preference pairs, one epoch, exactly
 as train_dpo builds its trainer apart from the variant's changes:
 
@@ -29,8 +29,9 @@ import time
 from pathlib import Path
 
 from benchmarks.host import describe, host_kind
+from stages.lib.paths import PREF_PAIRS
 
-PAIRS = Path("data/prefs/pairs.jsonl")
+PAIRS = PREF_PAIRS
 
 MICRO_8 = {"per_device_train_batch_size": 8, "gradient_accumulation_steps": 1}
 VARIANTS = {
@@ -65,8 +66,9 @@ def run_variant(name: str, n_pairs: int, dtype: str | None, threads: int | None 
     from stages.lib.dpo_setup import dpo_setup
     from stages.lib.trainers import LeanDPOTrainer
     from stages.lib.loader import apply_adapters, load_base_model, load_tokenizer
-    from stages.lib.model_session import BASE_DIR, precision_for
+    from stages.lib.model_session import precision_for
     from stages.lib.params import load_params
+    from stages.lib.paths import BASE_MODEL
     from stages.lib.records import PreferencePair, read_jsonl
     from stages.lib.runinfo import peak_rss_mb
     from stages.lib.training import ScratchDir
@@ -81,11 +83,11 @@ def run_variant(name: str, n_pairs: int, dtype: str | None, threads: int | None 
         precision = replace(precision, dtype=dtype)
     pairs = [{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected}
              for p in read_jsonl(PAIRS, PreferencePair)[:n_pairs]]
-    tokenizer = load_tokenizer(BASE_DIR)
-    tokens = sum(_pair_lengths(tokenizer, pairs, params.dpo.max_length))
+    tokenizer = load_tokenizer(BASE_MODEL)
+    tokens = sum(_pair_lengths(tokenizer, pairs, params.train_dpo.max_length))
     with ScratchDir() as scratch:
-        setup = dpo_setup(params.dpo, precision, scratch)
-        model = apply_adapters(load_base_model(BASE_DIR, precision), setup.start_adapters, merge_all=True)
+        setup = dpo_setup(params.train_dpo, precision, scratch)
+        model = apply_adapters(load_base_model(BASE_MODEL, precision), setup.start_adapters, merge_all=True)
         loaded_mb = peak_rss_mb()
         reset_peak_rss()
         start, cpu = time.perf_counter(), time.process_time()

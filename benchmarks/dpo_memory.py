@@ -75,8 +75,9 @@ def main(argv: list[str] | None = None) -> dict:
     from stages.lib.dpo_setup import dpo_setup
     from stages.lib.trainers import LeanDPOTrainer
     from stages.lib.loader import apply_adapters, load_base_model, load_tokenizer
-    from stages.lib.model_session import BASE_DIR, precision_for
+    from stages.lib.model_session import precision_for
     from stages.lib.params import load_params
+    from stages.lib.paths import BASE_MODEL
     from stages.lib.records import PreferencePair, read_jsonl
     from stages.lib.training import ScratchDir
 
@@ -84,14 +85,14 @@ def main(argv: list[str] | None = None) -> dict:
     precision = precision_for(params.model)
     if args.dtype:
         precision = replace(precision, dtype=args.dtype)
-    tokenizer = load_tokenizer(BASE_DIR)
+    tokenizer = load_tokenizer(BASE_MODEL)
     pairs = [{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected} for p in read_jsonl(PAIRS, PreferencePair)]
     length = lambda p: len(tokenizer(p["prompt"] + max(p["chosen"], p["rejected"], key=len))["input_ids"])  # noqa: E731
     pairs = sorted(pairs, key=length, reverse=True)[: args.pairs]
     figures: dict = {"host": host_kind(), "head": args.head, "reference": args.reference, "pairs": len(pairs)}
     with ScratchDir() as scratch:
-        setup = dpo_setup(params.dpo, precision, scratch)
-        model = apply_adapters(load_base_model(BASE_DIR, precision), setup.start_adapters, merge_all=True)
+        setup = dpo_setup(params.train_dpo, precision, scratch)
+        model = apply_adapters(load_base_model(BASE_MODEL, precision), setup.start_adapters, merge_all=True)
         figures["after_model_load_mb"], figures["model_load_peak_mb"] = (round(x, 1) for x in rss_mb())
         kwargs = setup.config_kwargs | {"precompute_ref_log_probs": args.reference == "precomputed",
                                         "per_device_train_batch_size": len(pairs), "disable_tqdm": True,

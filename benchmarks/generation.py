@@ -6,10 +6,12 @@
 Needs models/base, data/instructions and data/fewshot.jsonl (models/sft for --adapter). Workloads, built as
 the stages build them:
 
-- eval: evaluate's zero-shot prompts, greedy, eval.max_new_tokens, eval.batch_size (the first --n);
-- sft: generate_sft's few-shot prompts (generate.n_shots examples each), generate.k samples at
-  generate.temperature / top_p, generate.batch_size;
-- prefs: build_prefs' zero-shot prompts, prefs.n_samples samples each (with --adapter models/sft, as there);
+- eval: evaluate's zero-shot prompts (the test suite), greedy, evaluate.max_new_tokens, evaluate.batch_size
+  (the first --n);
+- sft: generate_sft's few-shot prompts (generate_sft.n_shots examples each), generate_sft.samples_per_prompt
+  samples at generate_sft.temperature / top_p, generate_sft.batch_size;
+- prefs: build_prefs' zero-shot prompts, build_prefs.samples_per_prompt samples each (with --adapter models/sft,
+  as there);
 - sft-long: issue 10's coming SFT workload: 6 examples a prompt (about 470 tokens, examples drawn per
   instruction so few prompts share a prefix), 4 samples each at temperature 0.8.
 
@@ -106,27 +108,29 @@ def one_at_a_time(model, tokenizer, prompts, settings, stop_strings, samples_per
 
 def workload(name: str, n: int, params):
     """(prompts, settings, stop strings, samples per prompt) as the stage that runs ``name`` builds them."""
-    from stages.generate_sft import FEWSHOT, TRAIN, build_prompts
-    from stages.lib.generation import GenerationSettings
+    from stages.generate_sft import build_prompts
+    from stages.lib.generation import GenerationSettings, greedy
+    from stages.lib.paths import FEWSHOT, TRAIN_INSTRUCTIONS, suite_path
     from stages.lib.prompts import Shot, stop_strings, zero_shot_prompt
     from stages.lib.records import FewShotExample, Instruction, read_jsonl
 
-    gen = params.generate
+    gen = params.generate_sft
     stops = stop_strings(gen.delimiter)
     if name == "eval":
-        prompts = [zero_shot_prompt(p.prompt) for p in read_jsonl(params.eval.prompts, Instruction)[:n]]
-        return prompts, GenerationSettings(params.eval.max_new_tokens, batch_size=params.eval.batch_size), stops, 1
+        prompts = [zero_shot_prompt(p.prompt) for p in read_jsonl(suite_path("test"), Instruction)[:n]]
+        return prompts, greedy(params.evaluate.max_new_tokens, params.evaluate.batch_size), stops, 1
     shots = [Shot(s.instruction, s.response) for s in read_jsonl(FEWSHOT, FewShotExample)]
-    instructions = read_jsonl(TRAIN, Instruction)[:n]
+    instructions = read_jsonl(TRAIN_INSTRUCTIONS, Instruction)[:n]
     settings = GenerationSettings(gen.max_new_tokens, gen.temperature, gen.top_p, gen.repetition_penalty,
                                   gen.batch_size, gen.seed)
     if name == "sft":
-        return build_prompts(instructions, shots, gen.n_shots, gen.delimiter, gen.seed), settings, stops, gen.k
+        return (build_prompts(instructions, shots, gen.n_shots, gen.delimiter, gen.seed), settings, stops,
+                gen.samples_per_prompt)
     if name == "prefs":  # build_prefs: zero-shot prompts, several samples each (run it with --adapter models/sft)
-        prefs = params.prefs
+        prefs = params.build_prefs
         prompts = [zero_shot_prompt(i.prompt) for i in instructions]
         return prompts, GenerationSettings(prefs.max_new_tokens, prefs.temperature, prefs.top_p, 1.0,
-                                           prefs.batch_size, prefs.seed), stops, prefs.n_samples
+                                           prefs.batch_size, prefs.seed), stops, prefs.samples_per_prompt
     if name == "sft-long":
         return (build_prompts(instructions, shots, 6, gen.delimiter, gen.seed), replace(settings, temperature=0.8),
                 stops, 4)

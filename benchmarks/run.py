@@ -22,6 +22,7 @@ from pathlib import Path
 
 from benchmarks import dpo, generation, training
 from benchmarks.host import describe, gemm_gflops, host_kind
+from stages.lib.paths import SFT_ADAPTER, stage_files
 
 RESULTS = Path("benchmarks/results.json")
 
@@ -31,8 +32,9 @@ import sys
 sys.path.insert(0, ".")
 import stages.evaluate
 from stages.lib.loader import load_tokenizer
+from stages.lib.paths import BASE_MODEL
 from stages.lib.runinfo import peak_rss_mb
-load_tokenizer("models/base")
+load_tokenizer(BASE_MODEL)
 if sys.argv[1] == "peft":
     import peft
 print(peak_rss_mb())
@@ -54,10 +56,10 @@ def runtime_rss_mb(with_peft: bool) -> float:
 def eval_memory() -> dict:
     runtime = {False: runtime_rss_mb(False), True: runtime_rss_mb(True)}
     out = {}
-    for path in sorted(Path("metrics/eval").glob("*.json")):
+    for path in sorted(stage_files("evaluate").glob("*.json")):  # metrics/evaluate/<model>-<suite>.json
         m = json.loads(path.read_text())
         fp32_mb = m["weights_mb"] * (4 / 2 if m["precision"]["dtype"] in ("bfloat16", "float16") else 1)
-        base_mb = runtime[path.stem != "base"]
+        base_mb = runtime[m["model"] != "base"]  # a model with adapters also imports peft
         out[path.stem] = {"peak_rss_mb": m["peak_rss_mb"], "fp32_weights_mb": round(fp32_mb, 1),
                           "ratio": round(m["peak_rss_mb"] / fp32_mb, 2), "runtime_rss_mb": round(base_mb, 1),
                           "model_ratio": round((m["peak_rss_mb"] - base_mb) / fp32_mb, 2)}
@@ -77,7 +79,8 @@ def main() -> None:
     gemm = gemm_gflops()
     dvc = [str(Path(sys.executable).parent / "dvc")]
     gen = generation.main(["--workloads", "eval,sft,sft-long", "--n", "48", "--repeat", "2", *dtype])
-    prefs = generation.main(["--workloads", "prefs", "--n", "48", "--repeat", "2", "--adapter", "models/sft", *dtype])
+    prefs = generation.main(["--workloads", "prefs", "--n", "48", "--repeat", "2", "--adapter", str(SFT_ADAPTER),
+                             *dtype])
     gen["workloads"] |= prefs["workloads"]
     sft = training.main(["--repeat", "2", *dtype])
     pref = dpo.main(["--pairs", "48", "--repeat", "2", *dtype])

@@ -29,6 +29,7 @@ import torch
 
 from benchmarks.generation import matmul_gflops
 from benchmarks.host import describe, host_kind
+from stages.lib.paths import SFT_DATA
 
 
 def trl_defaults() -> dict:
@@ -68,6 +69,7 @@ def run_sft_steps(records: list[dict], steps: int, *, dtype: str | None = None, 
     from stages.lib.loader import load_base_model, load_tokenizer
     from stages.lib.model_session import precision_for
     from stages.lib.params import load_params
+    from stages.lib.paths import BASE_MODEL
     from stages.lib.runinfo import peak_rss_mb
     from stages.lib.sft_tokenize import tokenize_records
     from stages.lib.trainers import LeanSFTTrainer
@@ -76,14 +78,14 @@ def run_sft_steps(records: list[dict], steps: int, *, dtype: str | None = None, 
     params = load_params()
     if threads:
         params = params.model_copy(update={"model": params.model.model_copy(update={"threads": threads})})
-    sft = params.sft.model_copy(update={"max_steps": steps + 1, "logging_steps": 1})
+    sft = params.train_sft.model_copy(update={"max_steps": steps + 1, "logging_steps": 1})
     lora = sft.lora if lora_dropout is None else sft.lora.model_copy(update={"dropout": lora_dropout})
     precision = precision_for(params.model)
     if dtype:
         precision = replace(precision, dtype=dtype)
-    tokenizer = load_tokenizer("models/base")
+    tokenizer = load_tokenizer(BASE_MODEL)
     examples = tokenize_records(tokenizer, records, sft.max_length)
-    model = load_base_model("models/base", precision)
+    model = load_base_model(BASE_MODEL, precision)
     n_params = sum(p.numel() for p in model.parameters())
     step_times, step_cpu, step_tokens = [], [], []
 
@@ -145,7 +147,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        records = [json.loads(line) for line in open("data/sft/train.jsonl")]
+        records = [json.loads(line) for line in open(SFT_DATA)]
         variant = dict(VARIANTS[args.child])
         if args.dtype:
             variant["dtype"] = args.dtype

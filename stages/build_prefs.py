@@ -5,16 +5,16 @@ format and check each against the record's constraints. Chosen passes every cons
 sample when one passes, else the record's own verified response. Rejected fails at least one: the policy's
 closest miss (most constraints met), plus synthetic negatives of weighted types, first of all the chosen
 response with exactly one constraint broken by a minimal edit. Write the pairs, a manifest and
-metrics/prefs.json.
+metrics/build_prefs.json.
 """
 from __future__ import annotations
 
 import random
 import statistics
 from collections import Counter
-from pathlib import Path
 
 from stages.lib import negatives
+from stages.lib.adapters import require_adapter
 from stages.lib.context_window import check_prompts_fit
 from stages.lib.errors import UserError, stage_main
 from stages.lib.generation import GenerationSettings, generate
@@ -22,17 +22,14 @@ from stages.lib.io import remove_outputs, write_json_atomic, write_jsonl_atomic
 from stages.lib.manifest import build_manifest, environment
 from stages.lib.model_session import open_model
 from stages.lib.params import load_params
-from stages.lib.paths import SFT_ADAPTER
+from stages.lib.paths import PREF_PAIRS, PREFS_MANIFEST, SFT_ADAPTER, SFT_DATA, metrics_path
 from stages.lib.preference import score_response
 from stages.lib.prompts import as_completion, stop_strings
 from stages.lib.records import Instruction, PreferencePair, SftExample, read_jsonl
 from stages.lib.runinfo import measured
 from stages.lib.sft_routes import Attempt, check, rank_key
 
-SFT_DATA = Path("data/sft/train.jsonl")
-OUT = Path("data/prefs/pairs.jsonl")
-MANIFEST = Path("data/prefs/manifest.json")
-METRICS = Path("metrics/prefs.json")
+METRICS = metrics_path("build_prefs")
 
 
 def as_instruction(record: SftExample) -> Instruction:
@@ -65,7 +62,7 @@ def synthetic_negative(kind: str, instr: Instruction, chosen: str, pool: list[st
     return negatives.truncated(chosen, rng)
 
 
-def prefs_metrics(pairs: list[dict], n_records: int, policy_pass_rate: float, attempted: Counter) -> dict:
+def pair_metrics(pairs: list[dict], n_records: int, policy_pass_rate: float, attempted: Counter) -> dict:
     margins = sorted(p["margin"] for p in pairs)
     kinds = Counter(p["rejected_type"] for p in pairs)
     n = len(pairs)
@@ -91,24 +88,24 @@ def prefs_metrics(pairs: list[dict], n_records: int, policy_pass_rate: float, at
 @stage_main
 def main() -> None:
     params = load_params()
-    prefs, delimiter = params.prefs, params.generate.delimiter
+    prefs, delimiter = params.build_prefs, params.generate_sft.delimiter
     records = [r for r in read_jsonl(SFT_DATA, SftExample) if r.source != "placeholder"]
     if not records:
         raise UserError(f"{SFT_DATA}: no verified record to build pairs from (only placeholders)")
-    if not (SFT_ADAPTER / "adapter_config.json").is_file():
-        raise UserError(f"{SFT_ADAPTER}: the SFT adapter is missing; run `dvc repro train_sft`")
-    remove_outputs(OUT, MANIFEST, METRICS)
+    require_adapter("sft")
+    remove_outputs(PREF_PAIRS, PREFS_MANIFEST, METRICS)
     rng = random.Random(prefs.seed)  # seeded before anything is drawn, so runs repeat
 
     with measured() as run:
         model, tokenizer, precision = open_model(params.model, adapters=[SFT_ADAPTER])
         instructions = [as_instruction(r) for r in records]
         check_prompts_fit(model, tokenizer, [r.prompt for r in records], prefs.max_new_tokens,
-                          budget_key="prefs.max_new_tokens", source=str(SFT_DATA), keys=[r.key for r in records])
+                          budget_key="build_prefs.max_new_tokens", source=str(SFT_DATA), keys=[r.key for r in records])
         settings = GenerationSettings(prefs.max_new_tokens, prefs.temperature, prefs.top_p, 1.0,
                                       prefs.batch_size, prefs.seed)
         samples = generate(model, tokenizer, [r.prompt for r in records], settings,
-                           stop_strings=stop_strings(delimiter), samples_per_prompt=prefs.n_samples, desc="build_prefs")
+                           stop_strings=stop_strings(delimiter), samples_per_prompt=prefs.samples_per_prompt,
+                           desc="build_prefs")
         attempts: list[list[Attempt]] = [
             [check(s, instr, rec.prompt, prefs.seed, j, delimiter) for j, s in enumerate(drawn)]
             for rec, instr, drawn in zip(records, instructions, samples)]
@@ -133,13 +130,13 @@ def main() -> None:
         pass_rate = sum(a.passes for a in all_attempts) / len(all_attempts) if all_attempts else 0.0
 
     if not pairs:
-        raise UserError(f"prefs.min_margin: no pair reached a margin of {prefs.min_margin}; no pairs written "
-                        "(raise prefs.n_samples or lower prefs.min_margin)")
-    metrics = prefs_metrics(pairs, len(records), pass_rate, attempted) | {"wall_s": run.wall_s,
+        raise UserError(f"build_prefs.min_margin: no pair reached a margin of {prefs.min_margin}; no pairs written "
+                        "(raise build_prefs.samples_per_prompt or lower build_prefs.min_margin)")
+    metrics = pair_metrics(pairs, len(records), pass_rate, attempted) | {"wall_s": run.wall_s,
                                                                            "peak_rss_mb": run.peak_rss_mb,
                                                                            "environment": environment()}
-    write_jsonl_atomic(OUT, pairs)
-    write_json_atomic(MANIFEST, build_manifest(stage="build_prefs", adapter=str(SFT_ADAPTER),
+    write_jsonl_atomic(PREF_PAIRS, pairs)
+    write_json_atomic(PREFS_MANIFEST, build_manifest(stage="build_prefs", adapter=str(SFT_ADAPTER),
                                                precision=precision.to_dict(), prefs=prefs.model_dump()))
     write_json_atomic(METRICS, metrics)
     print(f"build_prefs: {metrics['n_pairs']} pairs ({metrics['type_mix']}) from {len(records)} prompts; "

@@ -17,14 +17,13 @@ import argparse
 import dvc.api
 from dvc.exceptions import DvcException, PathMissingError
 from dvc.scm import RevError
-from pydantic import ValidationError
 
 from stages.lib.errors import UserError, stage_main
 from stages.lib.eval_metrics import PROMPT_MEASURES, align_outcomes
 from stages.lib.params import ReportParams
-from stages.lib.records import EvalOutcome
-from stages.lib.stats import paired_comparison
 from stages.lib.paths import MODELS, outcomes_path
+from stages.lib.records import EvalOutcome, parse_records
+from stages.lib.stats import paired_comparison
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -38,22 +37,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--suite", default="test", help="which suite's outcomes (default: test)")
     parser.add_argument("--repo", default=".", help="path or URL of the DVC repository (default: .)")
     return parser.parse_args(argv)
-
-
-def parse_outcomes(text: str, where: str) -> list[EvalOutcome]:
-    """EvalOutcome records from JSONL text; ``where`` names the file and revision in errors."""
-    records = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            records.append(EvalOutcome.model_validate_json(line))
-        except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'record'}: {e['msg']}" for e in exc.errors())
-            raise UserError(f"{where}:{lineno}: invalid EvalOutcome record: {problems}") from None
-    if not records:
-        raise UserError(f"{where}: no records (the file is empty)")
-    return records
 
 
 def read_outcomes(repo: str, rev: str, model: str, suite: str) -> list[EvalOutcome]:
@@ -71,7 +54,7 @@ def read_outcomes(repo: str, rev: str, model: str, suite: str) -> list[EvalOutco
         ) from None
     except (DvcException, OSError) as exc:
         raise UserError(f"could not read {path} at revision {rev!r} in {repo}: {exc}") from None
-    return parse_outcomes(text, f"{path}@{rev}")
+    return parse_records(text.encode("utf-8").splitlines(), f"{path}@{rev}", EvalOutcome)
 
 
 def format_table(results: dict[str, dict], confidence: float) -> str:

@@ -3,15 +3,15 @@
 Recipe: read the suite (data/suites/<suite>.jsonl: any JSONL in IFEval's input format); set aside prompts
 with ids we cannot check, counted; load a fresh base with this model's adapters; greedy-decode every prompt
 in the same completion format and precision as the other models; score strict and loose; write the
-per-prompt outcomes (for paired statistics) and metrics/eval/<model>-<suite>.json.
+per-prompt outcomes (for paired statistics) and metrics/evaluate/<model>-<suite>.json.
 """
 from __future__ import annotations
 
 import argparse
 from collections import Counter
-from pathlib import Path
 
 from stages.lib import checkers
+from stages.lib.adapters import adapter_stack
 from stages.lib.cleaning import clean
 from stages.lib.context_window import check_prompts_fit
 from stages.lib.errors import UserError, stage_main
@@ -27,19 +27,6 @@ from stages.lib.records import EvalOutcome, Instruction, read_jsonl
 from stages.lib.runinfo import measured
 
 
-def adapters_for(model: str) -> list[Path]:
-    """The adapters that make ``model`` on top of the base, in the order they are applied. Each model's
-    folder holds its whole stack: models/dpo keeps the adapter DPO started from (start/, when dpo.init=sft)
-    beside its own, so this model's evaluation depends on models/base and models/<model> only."""
-    if model == "base":
-        return []
-    folder = Path("models") / model
-    if not (folder / "adapter_config.json").is_file():
-        raise UserError(f"{folder}: the {model.upper()} adapter is missing; run `dvc repro train_{model}`")
-    start = folder / "start"
-    return ([start] if (start / "adapter_config.json").is_file() else []) + [folder]
-
-
 def split_supported(prompts: list[Instruction]) -> tuple[list[Instruction], Counter, list[dict]]:
     """Prompts we can score in full; a count of the unsupported ids that excluded others; and the
     prompts excluded because a checker cannot take their kwargs, each as {"key", "reason"}. One bad
@@ -51,8 +38,7 @@ def split_supported(prompts: list[Instruction]) -> tuple[list[Instruction], Coun
             unsupported.update(missing)
             continue
         try:
-            for iid, kw in zip(p.instruction_id_list, p.kwargs):
-                checkers.validate_kwargs(iid, {k: v for k, v in kw.items() if v is not None})
+            checkers.validate_instruction(p.instruction_id_list, p.kwargs)  # IFEval's None-valued kwargs are ignored
         except UserError as exc:
             invalid.append({"key": p.key, "reason": str(exc)})
             continue
@@ -78,6 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     name, suite = args.model, args.suite
     params = load_params()
+    settings = params.evaluate
     out_file, metrics_file = outcomes_path(name, suite), eval_metrics_path(name, suite)
 
     all_prompts = read_jsonl(suite_path(suite), Instruction)
@@ -85,19 +72,18 @@ def main(argv: list[str] | None = None) -> None:
     if not prompts:
         raise UserError(f"{suite_path(suite)}: no prompt can be scored (unsupported ids: {dict(unsupported)}; "
                         f"kwargs the checkers cannot take: {invalid})")
-    adapters = adapters_for(name)
+    adapters = adapter_stack(name)  # models/<name> holds the model's whole stack: no other model is read
     remove_outputs(out_file, metrics_file)
 
     with measured() as run:
         model, tokenizer, precision = open_model(params.model, adapters)
-        delimiter = params.generate.delimiter
-        settings = greedy(params.eval.max_new_tokens, params.eval.batch_size)
+        delimiter = params.generate_sft.delimiter  # the prompt format every model was trained and sampled in
         texts = [zero_shot_prompt(p.prompt) for p in prompts]
-        check_prompts_fit(model, tokenizer, texts, params.eval.max_new_tokens, budget_key="eval.max_new_tokens",
+        check_prompts_fit(model, tokenizer, texts, settings.max_new_tokens, budget_key="evaluate.max_new_tokens",
                           source=str(suite_path(suite)), keys=[p.key for p in prompts])
-        samples = generate(model, tokenizer, texts, settings, stop_strings=stop_strings(delimiter),
-                           desc=f"evaluate@{name}-{suite}")
-        outcomes = [outcome(p, clean(s[0].text, delimiter, s[0].hit_token_limit).text, params.eval.scoring)
+        samples = generate(model, tokenizer, texts, greedy(settings.max_new_tokens, settings.batch_size),
+                           stop_strings=stop_strings(delimiter), desc=f"evaluate@{name}-{suite}")
+        outcomes = [outcome(p, clean(s[0].text, delimiter, s[0].hit_token_limit).text, settings.scoring)
                     for p, s in zip(prompts, samples)]
         weights_mb = sum(t.numel() * t.element_size() for t in model.parameters()) / 2**20
 

@@ -5,12 +5,11 @@ few-shot completion prompt per instruction, its examples chosen to show the cons
 the three routes of stages/lib/sft_routes.py, each used only where the one before found nothing that
 passes: adaptive best-of-k sampling, critique and revise, constraint back-translation. Every record says
 which route made it (``source``). Gate on the QC figures; write prompt/completion JSONL for TRL, a
-manifest and metrics/sft_data.json.
+manifest and metrics/generate_sft.json.
 """
 from __future__ import annotations
 
 import random
-from pathlib import Path
 
 from stages.lib import checkers
 from stages.lib.context_window import check_prompts_fit
@@ -20,23 +19,20 @@ from stages.lib.generation import GenerationSettings, generate
 from stages.lib.io import atomic_dir, remove_outputs, write_json_atomic, write_jsonl_atomic
 from stages.lib.manifest import build_manifest, environment
 from stages.lib.model_session import open_model, precision_for
-from stages.lib.params import GenerateParams, load_params
+from stages.lib.params import GenerateSftParams, load_params
+from stages.lib.paths import (
+    BASE_MODEL, CONSTRAINTS, FEWSHOT, SFT_DATA, SFT_DATA_DIR, SFT_DATA_MANIFEST, TRAIN_INSTRUCTIONS, metrics_path,
+)
 from stages.lib.prompts import Shot, as_completion, few_shot_prompt, pick_shots, revision_stop_strings, stop_strings, zero_shot_prompt
 from stages.lib.records import FewShotExample, Instruction, SftExample, read_jsonl
 from stages.lib.revision import revision_shots
 from stages.lib.runinfo import measured
 from stages.lib.sft_data import PLACEHOLDER_TEXT, qc_metrics
 from stages.lib.sft_routes import (
-    Attempt, backtranslate_failures, best, passing_by_k, revise_failures, sample_until_pass,
+    Attempt, backtranslate_failures, best, passing_by_samples, revise_failures, sample_until_pass,
 )
 
-TRAIN = Path("data/instructions/train.jsonl")
-CONSTRAINTS = Path("data/constraints.yaml")
-FEWSHOT = Path("data/fewshot.jsonl")
-OUT_DIR = Path("data/sft")  # the DVC out: train.jsonl and manifest.json, written together or not at all
-OUT = OUT_DIR / "train.jsonl"
-MANIFEST = OUT_DIR / "manifest.json"
-METRICS = Path("metrics/sft_data.json")
+METRICS = metrics_path("generate_sft")
 # How a sample's randomness is drawn (stages/lib/sampling.py). With it a float32 run's sample can be regenerated
 # from its record alone; a bfloat16 run reproduces as a whole (batch-dependent rounding), not sample by sample.
 SAMPLING_SCHEME = "per-row generator seeded by sha256(sample_seed, sample_index, generation_prompt)"
@@ -70,14 +66,13 @@ def placeholder_example(instr: Instruction, prompt: str) -> dict:
 
 def check_instructions(instructions: list[Instruction]) -> None:
     for instr in instructions:
-        for iid, kw in zip(instr.instruction_id_list, instr.kwargs):
-            try:
-                checkers.validate_kwargs(iid, kw)
-            except UserError as err:
-                raise UserError(f"{TRAIN}: instruction key {instr.key}: {err}") from None
+        try:
+            checkers.validate_instruction(instr.instruction_id_list, instr.kwargs)
+        except UserError as err:
+            raise UserError(f"{TRAIN_INSTRUCTIONS}: instruction key {instr.key}: {err}") from None
 
 
-def make_sampler(model, tokenizer, gen: GenerateParams, stops: list[str], desc: str):
+def make_sampler(model, tokenizer, gen: GenerateSftParams, stops: list[str], desc: str):
     def sampler(prompts: list[str], seed: int, n: int):
         settings = GenerationSettings(gen.max_new_tokens, gen.temperature, gen.top_p, gen.repetition_penalty,
                                       gen.batch_size, seed)
@@ -85,28 +80,29 @@ def make_sampler(model, tokenizer, gen: GenerateParams, stops: list[str], desc: 
     return sampler
 
 
-def check_gates(qc: dict, gen: GenerateParams, n_records: int) -> None:
-    if qc["failed_rate"] > gen.max_placeholder_rate:
+def check_gates(qc: dict, gen: GenerateSftParams, n_records: int) -> None:
+    if qc["failed_rate"] > gen.max_failed_rate:
         raise UserError(
-            f"generate.max_placeholder_rate: {qc['failed_rate']:.0%} of instructions got no passing response "
+            f"generate_sft.max_failed_rate: {qc['failed_rate']:.0%} of instructions got no passing response "
             f"({qc['placeholder_rate']:.0%} placeholders, {qc['n_dropped']} dropped), above the allowed "
-            f"{gen.max_placeholder_rate:.0%}; no data written")
+            f"{gen.max_failed_rate:.0%}; no data written")
     if qc["kept"]["prompt_strict"] < gen.min_kept_pass_rate:
         raise UserError(
-            f"generate.min_kept_pass_rate: only {qc['kept']['prompt_strict']:.1%} of kept records pass every "
+            f"generate_sft.min_kept_pass_rate: only {qc['kept']['prompt_strict']:.1%} of kept records pass every "
             f"constraint of their instruction strictly, below the required {gen.min_kept_pass_rate:.0%}; "
             "no data written")
     if not n_records:
-        raise UserError(f"{TRAIN}: no instruction produced a passing response; no data written "
-                        "(raise generate.k_max or generate.max_new_tokens, or enable generate.placeholder_fallback)")
+        raise UserError(f"{TRAIN_INSTRUCTIONS}: no instruction produced a passing response; no data written "
+                        "(raise generate_sft.max_samples_per_prompt or generate_sft.max_new_tokens, or enable "
+                        "generate_sft.placeholder_fallback)")
 
 
 @stage_main
 def main() -> None:
-    remove_outputs(OUT_DIR, METRICS)  # a failed run must not leave an earlier run's data looking current
+    remove_outputs(SFT_DATA_DIR, METRICS)  # a failed run must not leave an earlier run's data looking current
     params = load_params()
-    gen = params.generate
-    instructions = read_jsonl(TRAIN, Instruction)
+    gen = params.generate_sft
+    instructions = read_jsonl(TRAIN_INSTRUCTIONS, Instruction)
     config = read_constraints(CONSTRAINTS)
     examples = read_jsonl(FEWSHOT, FewShotExample)
     shots = [Shot(e.instruction, e.response, tuple(e.instruction_id_list)) for e in examples]
@@ -123,15 +119,16 @@ def main() -> None:
             print(f"generate_sft: model unavailable ({exc}); every record falls back to a placeholder")
             model = None
         if model is not None:
-            check_prompts_fit(model, tokenizer, prompts, gen.max_new_tokens, budget_key="generate.max_new_tokens",
-                              source=f"{TRAIN} (as few-shot prompts)", keys=[i.key for i in instructions])
+            check_prompts_fit(model, tokenizer, prompts, gen.max_new_tokens, budget_key="generate_sft.max_new_tokens",
+                              source=f"{TRAIN_INSTRUCTIONS} (as few-shot prompts)", keys=[i.key for i in instructions])
 
         sampled = [[] for _ in instructions]
         revised = [[] for _ in instructions]
         translated = [None for _ in instructions]
         if model is not None:
             sampler = make_sampler(model, tokenizer, gen, stop_strings(gen.delimiter), "generate_sft: sample")
-            sampled = sample_until_pass(sampler, instructions, prompts, gen.k, gen.k_max, gen.seed, gen.delimiter)
+            sampled = sample_until_pass(sampler, instructions, prompts, gen.samples_per_prompt,
+                                        gen.max_samples_per_prompt, gen.seed, gen.delimiter)
             drafts = [best(a) for a in sampled]
             if gen.revise_rounds:
                 reviser = make_sampler(model, tokenizer, gen, revision_stop_strings(gen.delimiter), "generate_sft: revise")
@@ -141,7 +138,7 @@ def main() -> None:
             if gen.backtranslate:
                 unresolved = [d if not any(a.passes for a in r) else None for d, r in zip(drafts, revised)]
                 translated = backtranslate_failures(instructions, unresolved, config,
-                                                    params.instructions.max_constraints, gen.seed)
+                                                    params.make_instructions.max_constraints, gen.seed)
 
         records, sources = [], []
         for instr, prompt, s, r, t in zip(instructions, prompts, sampled, revised, translated):
@@ -159,16 +156,17 @@ def main() -> None:
                     continue
             sources.append(records[-1]["source"])
         qc = qc_metrics(sampled, revised, records, gen.delimiter)
-        qc["passing_by_k"] = passing_by_k(sampled, gen.k, gen.k_max) if model is not None else {}
+        qc["passing_by_samples"] = (passing_by_samples(sampled, gen.samples_per_prompt, gen.max_samples_per_prompt)
+                                    if model is not None else {})
 
     check_gates(qc, gen, len(records))
     qc |= {"wall_s": run.wall_s, "peak_rss_mb": run.peak_rss_mb, "environment": environment(),
            "tokens_per_s": round(qc["generated_tokens"] / run.wall_s, 1) if run.wall_s else 0.0}
     manifest = build_manifest(model=_model_identity(), precision=precision.to_dict(), generation=gen.model_dump(),
                               sampling=SAMPLING_SCHEME, n_records=len(records))
-    with atomic_dir(OUT_DIR) as tmp:
-        write_jsonl_atomic(tmp / OUT.name, records)
-        write_json_atomic(tmp / MANIFEST.name, manifest)
+    with atomic_dir(SFT_DATA_DIR) as tmp:
+        write_jsonl_atomic(tmp / SFT_DATA.name, records)
+        write_json_atomic(tmp / SFT_DATA_MANIFEST.name, manifest)
     write_json_atomic(METRICS, qc)
     by_source = ", ".join(f"{k} {v['n']}" for k, v in qc["by_source"].items())
     print(f"generate_sft: kept {qc['n_kept']}/{qc['n_instructions']} ({by_source}; {qc['n_dropped']} dropped); "
@@ -178,9 +176,8 @@ def main() -> None:
 
 def _model_identity() -> dict:
     from stages.lib.base_model import read_base_manifest
-    from stages.lib.model_session import BASE_DIR
 
-    base = read_base_manifest(BASE_DIR)
+    base = read_base_manifest(BASE_MODEL)
     return {k: base[k] for k in ("source", "name_or_path", "revision", "config_sha256", "gguf_sha256") if k in base}
 
 

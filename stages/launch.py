@@ -2,7 +2,7 @@
 
     python -m stages.launch train_sft     # what dvc.yaml runs
 
-``sft.accelerate_config`` / ``dpo.accelerate_config`` pick the config (configs/accelerate/): one
+``train_sft.accelerate_config`` / ``train_dpo.accelerate_config`` pick the config (configs/accelerate/): one
 process, multi-GPU DDP, FSDP or DeepSpeed ZeRO-3. The stage itself is the same code either way.
 
 The config must be a file under configs/accelerate/: that folder is a dependency of both training
@@ -18,9 +18,9 @@ from pathlib import Path
 
 from stages.lib.errors import UserError, stage_main
 from stages.lib.params import load_params, read_yaml
+from stages.lib.paths import ACCELERATE_CONFIGS
 
-SECTIONS = {"train_sft": "sft", "train_dpo": "dpo"}
-CONFIG_DIR = Path("configs/accelerate")
+STAGES = ("train_sft", "train_dpo")  # each reads its accelerate_config from its own params group
 
 
 def launch_command(stage: str, accelerate_config: str | None, settings: dict | None = None) -> list[str]:
@@ -41,8 +41,8 @@ def read_config(key: str, config: str) -> dict:
     path = Path(config)
     if not path.is_file():
         raise UserError(f"{key}: {config}: file not found (see configs/accelerate/)")
-    if CONFIG_DIR.resolve() not in path.resolve().parents:
-        raise UserError(f"{key}: {config} is outside {CONFIG_DIR}/, which dvc.yaml tracks; copy it there so that "
+    if ACCELERATE_CONFIGS.resolve() not in path.resolve().parents:
+        raise UserError(f"{key}: {config} is outside {ACCELERATE_CONFIGS}/, which dvc.yaml tracks; copy it there so that "
                         "editing it reruns training")
     settings = read_yaml(path)
     if not isinstance(settings, dict):
@@ -53,12 +53,11 @@ def read_config(key: str, config: str) -> dict:
 @stage_main
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1 or args[0] not in SECTIONS:
-        raise UserError(f"usage: python -m stages.launch {{{','.join(SECTIONS)}}}")
+    if len(args) != 1 or args[0] not in STAGES:
+        raise UserError(f"usage: python -m stages.launch {{{','.join(STAGES)}}}")
     stage = args[0]
-    section = SECTIONS[stage]
-    config = getattr(load_params(), section).accelerate_config
-    settings = read_config(f"{section}.accelerate_config", config) if config is not None else None
+    config = getattr(load_params(), stage).accelerate_config
+    settings = read_config(f"{stage}.accelerate_config", config) if config is not None else None
     command = launch_command(stage, config, settings)
     sys.stdout.flush()
     os.execv(command[0], command)  # the stage replaces this process: signals and exit status pass through

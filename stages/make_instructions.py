@@ -2,7 +2,7 @@
 
     python -m stages.make_instructions
 
-Reads params.yaml (instructions), data/tasks.jsonl and data/constraints.yaml; writes
+Reads params.yaml (make_instructions; model too when self-instruct asks the base model), data/tasks.jsonl and data/constraints.yaml; writes
 data/instructions/train.jsonl and the two held-out suites data/suites/dev.jsonl (for choosing defaults)
 and data/suites/test.jsonl (never tuned on). Tasks are split into three disjoint pools before any
 constraint is attached, so no held-out task (or near-duplicate of one) is ever trained on, and dev and
@@ -11,7 +11,6 @@ test share no task either.
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
 
 from .lib import checkers, self_instruct
 from .lib.compose import compose_instructions
@@ -20,15 +19,11 @@ from .lib.errors import UserError, stage_main
 from .lib.io import remove_outputs, write_jsonl_atomic
 from .lib.near_duplicates import check_disjoint, dedupe_tasks
 from .lib.params import ModelParams, load_params
+from .lib.paths import CONSTRAINTS, TASKS, TRAIN_INSTRUCTIONS, suite_path
 from .lib.records import Instruction, Task, dump
 from .lib.task_split import split_tasks
 
-TASKS = Path("data/tasks.jsonl")
-CONSTRAINTS = Path("data/constraints.yaml")
-TRAIN_OUT = Path("data/instructions/train.jsonl")
-DEV_OUT = Path("data/suites/dev.jsonl")
-TEST_OUT = Path("data/suites/test.jsonl")
-OUTPUTS = (TRAIN_OUT, DEV_OUT, TEST_OUT)
+OUTPUTS = (TRAIN_INSTRUCTIONS, suite_path("dev"), suite_path("test"))  # train, dev, test: all written or none
 
 # Self-instruct sampling: varied proposals, a list continuation of a few items; a blank line ends the list.
 SELF_INSTRUCT_SETTINGS = dict(max_new_tokens=96, temperature=0.9, top_p=0.95, repetition_penalty=1.1, batch_size=16)
@@ -44,11 +39,10 @@ TRAIN_KEY_BASE = 1_000_001
 def validate_records(records: list[Instruction], pool: str) -> None:
     """Every composed kwargs must be scorable; a failure points back at constraints.yaml."""
     for rec in records:
-        for iid, kw in zip(rec.instruction_id_list, rec.kwargs):
-            try:
-                checkers.validate_kwargs(iid, kw)
-            except UserError as err:
-                raise UserError(f"{CONSTRAINTS}: {pool} instruction key {rec.key} (task {rec.task_id}): {err}") from None
+        try:
+            checkers.validate_instruction(rec.instruction_id_list, rec.kwargs)
+        except UserError as err:
+            raise UserError(f"{CONSTRAINTS}: {pool} instruction key {rec.key} (task {rec.task_id}): {err}") from None
 
 
 def summary(name: str, records: list[Instruction]) -> str:
@@ -76,7 +70,7 @@ def model_generate_fn(model_params: ModelParams, seed: int, count: int) -> self_
             try:
                 loaded.extend(open_model(model_params)[:2])
             except UserError as err:
-                raise UserError(f"instructions.self_instruct_count={count} needs the base model: {err}") from None
+                raise UserError(f"make_instructions.self_instruct_count={count} needs the base model: {err}") from None
         model, tokenizer = loaded
         calls += 1  # a new seed per round, so a prompt drawn again is continued differently
         settings = GenerationSettings(seed=seed * 1000 + calls, **SELF_INSTRUCT_SETTINGS)
@@ -91,7 +85,7 @@ def model_generate_fn(model_params: ModelParams, seed: int, count: int) -> self_
 def main() -> None:
     remove_outputs(*OUTPUTS)
     all_params = load_params()
-    params = all_params.instructions
+    params = all_params.make_instructions
     tasks = read_tasks(TASKS)
     config = read_constraints(CONSTRAINTS)
 

@@ -17,10 +17,11 @@ from stages.lib.hardware import resolve_precision, thread_count
 from stages.lib.io import atomic_dir, remove_outputs, write_json_atomic
 from stages.lib.manifest import build_manifest, environment
 from stages.lib.params import load_params
+from stages.lib.paths import BASE_MODEL, metrics_path
 from stages.lib.runinfo import measured
 
-OUT = Path("models/base")
-METRICS = Path("metrics/prepare_base.json")
+OUT = BASE_MODEL
+METRICS = metrics_path("prepare_base")
 
 
 @stage_main

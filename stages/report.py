@@ -1,11 +1,11 @@
 """The ``report`` stage: how accurate base, SFT and DPO are, and whether the differences are real.
 
-For every suite in ``eval.suites`` reads ``data/eval/<model>-<suite>.jsonl`` of the three models, checks
+For every suite in ``evaluate.suites`` reads ``data/eval/<model>-<suite>.jsonl`` of the three models, checks
 they evaluated the same prompts, and compares each pair on the same prompts (paired bootstrap interval,
 McNemar's test, Cohen's h), overall and per category with Benjamini-Hochberg adjusted p-values. Writes
 ``metrics/report.json`` (every number: the headline suite, ``test``, at the top level, every other suite
 under ``suites``), ``metrics/report.md`` (the tables a person reads) and
-``metrics/plots/category_accuracy.{csv,png}`` (the headline suite). Stale outputs are removed first; inputs
+``metrics/report/category_accuracy.{csv,png}`` (the headline suite). Stale outputs are removed first; inputs
 are then fully checked and every output rendered in memory before the first file is written, so bad
 inputs leave no outputs at all.
 
@@ -15,26 +15,20 @@ from __future__ import annotations
 
 import csv
 import io
-import os
-import tempfile
 from collections import defaultdict
-from pathlib import Path
 
 from stages.lib.errors import UserError, stage_main
 from stages.lib.eval_metrics import PROMPT_MEASURES, align_outcomes, summarize
-from stages.lib.io import remove_outputs, write_json_atomic, write_text_atomic
+from stages.lib.io import remove_outputs, write_bytes_atomic, write_json_atomic, write_text_atomic
 from stages.lib.params import ReportParams, load_params
-from stages.lib.paths import MODELS, outcomes_path
+from stages.lib.paths import CATEGORY_CSV, CATEGORY_PNG, MODELS, REPORT_MD, metrics_path, outcomes_path
 from stages.lib.records import EvalOutcome, read_jsonl
 from stages.lib.stats import benjamini_hochberg, paired_comparison
 
 # Each pair is (B, A), read "B vs A": a positive diff means B beats A.
 PAIRS = (("sft", "base"), ("dpo", "sft"), ("dpo", "base"))
 
-OUT_JSON = Path("metrics/report.json")
-OUT_MD = Path("metrics/report.md")
-OUT_CSV = Path("metrics/plots/category_accuracy.csv")
-OUT_PNG = Path("metrics/plots/category_accuracy.png")
+OUT_JSON = metrics_path("report")
 
 
 HEADLINE_SUITE = "test"  # the suite nothing is tuned on; the others are reported beside it
@@ -264,21 +258,8 @@ def render_png(rows: list[dict], confidence: float) -> bytes:
     return buf.getvalue()
 
 
-def _write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Binary counterpart of ``write_text_atomic``: a temp file beside ``path``, then a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.chmod(tmp, 0o644)  # mkstemp makes files private; like the text outputs, this one is ordinary
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
-
 def print_summary(report: dict) -> None:
-    print(f"report -> {OUT_MD}")
+    print(f"report -> {REPORT_MD}")
     for name, suite in all_suites(report).items():
         strict = {m: suite["models"][m]["overall"]["prompt_strict"]["accuracy"] for m in MODELS}
         print(f"  {name} ({suite['n_prompts']} prompts), prompt strict: "
@@ -308,14 +289,14 @@ def build_suites_report(suites: list[str], settings: ReportParams) -> dict:
 def main() -> None:
     params = load_params()
     settings = params.report
-    remove_outputs(OUT_JSON, OUT_MD, OUT_CSV, OUT_PNG)
-    report = build_suites_report(params.eval.suites, settings)
+    remove_outputs(OUT_JSON, REPORT_MD, CATEGORY_CSV, CATEGORY_PNG)
+    report = build_suites_report(params.evaluate.suites, settings)
     rows = category_rows(report)
     markdown, table, png = render_markdown(report), render_csv(rows), render_png(rows, report["confidence"])
     write_json_atomic(OUT_JSON, report)
-    write_text_atomic(OUT_MD, markdown)
-    write_text_atomic(OUT_CSV, table)
-    _write_bytes_atomic(OUT_PNG, png)
+    write_text_atomic(REPORT_MD, markdown)
+    write_text_atomic(CATEGORY_CSV, table)
+    write_bytes_atomic(CATEGORY_PNG, png)
     print_summary(report)
 
 

@@ -13,8 +13,9 @@ from stages.lib.errors import stage_main
 from stages.lib.io import atomic_dir, remove_outputs, write_json_atomic
 from stages.lib.loader import load_base_model, load_tokenizer
 from stages.lib.manifest import build_manifest, environment
-from stages.lib.model_session import BASE_DIR, precision_for
+from stages.lib.model_session import precision_for
 from stages.lib.params import load_params
+from stages.lib.paths import BASE_MODEL, SFT_ADAPTER, SFT_DATA, curves_dir, metrics_path, stage_files
 from stages.lib.records import SftExample, dump, read_jsonl
 from stages.lib.runinfo import measured
 from stages.lib.sft_tokenize import tokenize_records
@@ -23,11 +24,8 @@ from stages.lib.training import (
     publish_curves, save_adapter, sft_config, summarize_training,
 )
 
-DATA = Path("data/sft/train.jsonl")
-OUT = Path("models/sft")
-METRICS = Path("metrics/train_sft.json")
-LIVE = Path("metrics/train_sft")
-LIVE_PLOTS = LIVE / "plots" / "metrics"  # the plots output dvc.yaml declares; DVCLive writes the rest of LIVE
+METRICS = metrics_path("train_sft")
+LIVE = stage_files("train_sft")  # DVCLive's folder; dvc.yaml declares its curves (curves_dir) as plots
 
 
 def split(examples: list[dict], eval_fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
@@ -45,14 +43,14 @@ def main() -> None:
     from stages.lib.trainers import LeanSFTTrainer
 
     params = load_params()
-    sft = params.sft
-    records = dump(read_jsonl(DATA, SftExample))
-    remove_outputs(OUT, METRICS, LIVE_PLOTS)
+    sft = params.train_sft
+    records = dump(read_jsonl(SFT_DATA, SftExample))
+    remove_outputs(SFT_ADAPTER, METRICS, curves_dir("train_sft"))
 
     precision = precision_for(params.model)
-    tokenizer = load_tokenizer(BASE_DIR, trust_remote_code=params.model.trust_remote_code)
+    tokenizer = load_tokenizer(BASE_MODEL, trust_remote_code=params.model.trust_remote_code)
     train_set, eval_set = split(tokenize_records(tokenizer, records, sft.max_length), sft.eval_fraction, sft.seed)
-    model = load_base_model(BASE_DIR, precision,
+    model = load_base_model(BASE_MODEL, precision,
                             trust_remote_code=params.model.trust_remote_code,
                             attn_implementation=params.model.attn_implementation)
     with ScratchDir() as scratch, measured() as run:
@@ -65,7 +63,7 @@ def main() -> None:
         eval_before = trainer.evaluate()["eval_loss"] if eval_set else None
         trainer.train()
         eval_after = trainer.evaluate()["eval_loss"] if eval_set else None
-        check_finite(trainer, "sft")
+        check_finite(trainer, "train_sft")
         weights = gather_adapter(trainer)  # every process: under FSDP / ZeRO-3 each holds only a shard
         publish_curves(trainer, Path(scratch) / "live", LIVE)  # only now: a failed run leaves no partial curves
 
@@ -74,10 +72,10 @@ def main() -> None:
     metrics = summarize_training(trainer, train_set, run) | {"eval_loss_before": eval_before, "eval_loss_after": eval_after,
                                                              "n_train": len(train_set), "n_eval": len(eval_set),
                                                              "environment": environment()}
-    with atomic_dir(OUT) as tmp:
+    with atomic_dir(SFT_ADAPTER) as tmp:
         save_adapter(trainer.model, tmp, weights)
         write_json_atomic(tmp / "manifest.json", build_manifest(
-            stage="train_sft", base=str(BASE_DIR), precision=precision.to_dict(), sft=sft.model_dump(),
+            stage="train_sft", base=str(BASE_MODEL), precision=precision.to_dict(), sft=sft.model_dump(),
             gradient_checkpointing=args.activation_checkpointing))
     write_json_atomic(METRICS, metrics)
     print(f"train_sft: loss {metrics['train_loss_first']:.3f} -> {metrics['train_loss_last']:.3f}, "

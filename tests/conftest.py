@@ -10,6 +10,24 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from tiny_model import build_tiny_model, write_base_manifest  # noqa: E402
 
+from stages.lib.paths import (  # noqa: E402
+    ACCELERATE_CONFIGS, CONSTRAINTS, FEWSHOT, MODELS, TASKS, suite_path,
+)
+
+
+# Fixtures that run the whole tiny pipeline, or stages in a DVC repo: a test that uses one is `slow`.
+SLOW_FIXTURES = {"tiny_pipeline", "reproduced", "prepared"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """The quick tier (`-m "not slow"`) must stay quick: a test that uses a slow fixture without the mark
+    stops the collection, naming it."""
+    unmarked = [item.nodeid for item in items
+                if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) and item.get_closest_marker("slow") is None]
+    if unmarked:
+        raise pytest.UsageError("mark these tests @pytest.mark.slow (they use " + ", ".join(sorted(SLOW_FIXTURES))
+                                + "):\n  " + "\n  ".join(unmarked))
+
 
 @pytest.fixture(scope="session")
 def tiny_hf_dir(tmp_path_factory) -> Path:
@@ -59,16 +77,16 @@ def write_params(directory: Path, **sections) -> Path:
 # 400 tokens, so a zero-shot prompt is about 200 tokens: max_length must hold it with its completion
 # (train_sft refuses a record that truncation would leave without a completion token).
 TINY_SETTINGS = {
-    "instructions": {"n_train": 16, "n_dev": 6, "n_test": 8},
-    "generate": {"k": 2, "k_max": 2, "n_shots": 2, "max_new_tokens": 12, "batch_size": 8, "placeholder_fallback": True,
-                 "max_placeholder_rate": 1.0, "min_kept_pass_rate": 0.0},
-    "sft": {"max_steps": 2, "batch_size": 4, "max_length": 512, "eval_fraction": 0.25},
-    "prefs": {"n_samples": 2, "max_new_tokens": 12, "batch_size": 8, "min_margin": 0.0},
-    "dpo": {"max_steps": 2, "batch_size": 4, "max_length": 512},
-    "eval": {"max_new_tokens": 12, "batch_size": 8, "suites": ["test", "handwritten"]},
+    "make_instructions": {"n_train": 16, "n_dev": 6, "n_test": 8},
+    "generate_sft": {"samples_per_prompt": 2, "max_samples_per_prompt": 2, "n_shots": 2, "max_new_tokens": 12,
+                     "batch_size": 8, "placeholder_fallback": True, "max_failed_rate": 1.0, "min_kept_pass_rate": 0.0},
+    "train_sft": {"max_steps": 2, "batch_size": 4, "max_length": 512, "eval_fraction": 0.25},
+    "build_prefs": {"samples_per_prompt": 2, "max_new_tokens": 12, "batch_size": 8, "min_margin": 0.0},
+    "train_dpo": {"max_steps": 2, "batch_size": 4, "max_length": 512},
+    "evaluate": {"max_new_tokens": 12, "batch_size": 8, "suites": ["test", "handwritten"]},
     "report": {"bootstrap_samples": 200},
 }
-DATA_FILES = ("data/tasks.jsonl", "data/constraints.yaml", "data/fewshot.jsonl", "data/suites/handwritten.jsonl")
+DATA_FILES = tuple(p.as_posix() for p in (TASKS, CONSTRAINTS, FEWSHOT, suite_path("handwritten")))
 
 
 def make_tiny_project(directory: Path, model_dir: Path, **overrides) -> Path:
@@ -89,7 +107,8 @@ def make_tiny_project(directory: Path, model_dir: Path, **overrides) -> Path:
 def tiny_pipeline(tiny_hf_dir, tmp_path_factory) -> Path:
     """A tiny project run through every stage once, in order; tests read its outputs, never write them."""
     project = make_tiny_project(tmp_path_factory.mktemp("pipeline") / "project", tiny_hf_dir)
-    evaluations = [("evaluate", ("--model", m, "--suite", s)) for m in ("base", "sft", "dpo") for s in ("test", "handwritten")]
+    suites = TINY_SETTINGS["evaluate"]["suites"]
+    evaluations = [("evaluate", ("--model", m, "--suite", s)) for m in MODELS for s in suites]
     for stage, args in [("prepare_base", ()), ("make_instructions", ()), ("generate_sft", ()), ("train_sft", ()),
                         ("build_prefs", ()), ("train_dpo", ()), *evaluations, ("report", ())]:
         result = run_stage(stage, project, *args)
@@ -97,7 +116,7 @@ def tiny_pipeline(tiny_hf_dir, tmp_path_factory) -> Path:
     return project
 
 
-PROJECT_FILES = ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", "stages", "configs/accelerate", *DATA_FILES)
+PROJECT_FILES = ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", "stages", ACCELERATE_CONFIGS.as_posix(), *DATA_FILES)
 
 
 def dvc_env() -> dict:

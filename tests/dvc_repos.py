@@ -18,12 +18,14 @@ from pathlib import Path
 import yaml
 from conftest import ROOT, TINY_SETTINGS, make_dvc_repo, sh, stages_run
 
-SUITES = tuple(TINY_SETTINGS["eval"]["suites"])  # the tiny pipeline's suites
+from stages.lib.paths import MODELS
+
+SUITES = tuple(TINY_SETTINGS["evaluate"]["suites"])  # the tiny pipeline's suites
 
 
 def evaluations(*models: str) -> frozenset:
     """The evaluate stages of ``models`` (default: all three), one per suite."""
-    return frozenset(f"evaluate@{m}-{s}" for m in (models or ("base", "sft", "dpo")) for s in SUITES)
+    return frozenset(f"evaluate@{m}-{s}" for m in (models or MODELS) for s in SUITES)
 
 
 ALL_STAGES = ("prepare_base", "make_instructions", "generate_sft", "train_sft", "build_prefs", "train_dpo",
@@ -209,10 +211,10 @@ def experiments_of(show: list) -> dict[str, dict]:
 
 
 def queued_grid(tmp_path_factory, reproduced) -> dict:
-    """`dvc exp run --queue -S dpo.beta=0.05,0.3`, then `dvc queue start`, waited for to the end."""
+    """`dvc exp run --queue -S train_dpo.beta=0.05,0.3`, then `dvc queue start`, waited for to the end."""
     def build():
         repo = copy_repo(reproduced.repo, tmp_path_factory.mktemp("queue") / "repo")
-        queued = sh(repo, "dvc", "exp", "run", "--queue", "-S", "dpo.beta=0.05,0.3")
+        queued = sh(repo, "dvc", "exp", "run", "--queue", "-S", "train_dpo.beta=0.05,0.3")
         start = time.monotonic()
         sh(repo, "dvc", "queue", "start")
         try:

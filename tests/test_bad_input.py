@@ -14,6 +14,11 @@ import pytest
 from conftest import sh
 from dvc_repos import cache_files, copy_repo, reproduced_repo, say, set_param, snapshot, status
 
+from stages.lib.base_model import BASE_MANIFEST
+from stages.lib.paths import ACCELERATE_CONFIGS, BASE_MODEL, SFT_ADAPTER, SFT_DATA, suite_path
+
+pytestmark = pytest.mark.slow  # the real dvc on the tiny pipeline
+
 
 @pytest.fixture(scope="session")
 def reproduced(tiny_hf_dir, tmp_path_factory):
@@ -22,11 +27,11 @@ def reproduced(tiny_hf_dir, tmp_path_factory):
 
 def _corrupt_params(repo: Path) -> None:
     text = (repo / "params.yaml").read_text()
-    (repo / "params.yaml").write_text(text.replace("dpo:\n", "dpo: [unclosed\n", 1))
+    (repo / "params.yaml").write_text(text.replace("train_dpo:\n", "train_dpo: [unclosed\n", 1))
 
 
 def _truncate_sft_data(repo: Path) -> None:
-    path = repo / "data/sft/train.jsonl"
+    path = repo / SFT_DATA
     data = path.read_bytes()
     cut = len(data) // 2
     while b"\n" in data[cut - 1:cut + 1]:  # cut inside a line, never at either end of one
@@ -41,12 +46,12 @@ def _missing_model(repo: Path) -> None:
 def _delete_adapter(repo: Path) -> None:
     import shutil
 
-    shutil.rmtree(repo / "models/sft")
+    shutil.rmtree(repo / SFT_ADAPTER)
 
 
 def _empty_eval_file(repo: Path) -> None:
-    (repo / "data/suites/empty.jsonl").write_text("")
-    set_param(repo, "eval.suites", ["empty"])
+    (repo / suite_path("empty")).write_text("")
+    set_param(repo, "evaluate.suites", ["empty"])
 
 
 def _closed_port() -> int:
@@ -66,13 +71,14 @@ def _unreachable_remote(repo: Path) -> None:
 
 
 def _eval_file(lines: list[bytes]):
-    """An evaluation suite (data/suites/bad.jsonl, in eval.suites) made of ``lines``."""
+    """An evaluation suite (data/suites/bad.jsonl, in evaluate.suites) made of ``lines``."""
     def breaks(repo: Path) -> None:
-        (repo / "data/suites/bad.jsonl").write_bytes(b"".join(line + b"\n" for line in lines))
-        set_param(repo, "eval.suites", ["bad"])
+        (repo / BAD).write_bytes(b"".join(line + b"\n" for line in lines))
+        set_param(repo, "evaluate.suites", ["bad"])
     return breaks
 
 
+BAD = suite_path("bad")
 GOOD_PROMPT = b'{"key": 1, "prompt": "Name a colour.", "instruction_id_list": ["punctuation:no_comma"], "kwargs": [{}]}'
 
 
@@ -83,14 +89,14 @@ def _param(dotted: str, value):
 def _outside_config(repo: Path) -> None:
     import shutil
 
-    shutil.copy(repo / "configs/accelerate/cpu_ddp.yaml", repo.parent / "mine.yaml")
-    set_param(repo, "sft.accelerate_config", str(repo.parent / "mine.yaml"))
+    shutil.copy(repo / ACCELERATE_CONFIGS / "cpu_ddp.yaml", repo.parent / "mine.yaml")
+    set_param(repo, "train_sft.accelerate_config", str(repo.parent / "mine.yaml"))
 
 
 def _nan_weight(repo: Path) -> None:
     from safetensors.torch import load_file, save_file
 
-    weights = repo / "models/base/model.safetensors"
+    weights = repo / BASE_MODEL / "model.safetensors"
     tensors = load_file(weights)
     tensors["model.layers.0.self_attn.q_proj.weight"][0, 0] = float("nan")
     weights.chmod(0o644)  # DVC leaves checked-out files read-only only with link cache types; be sure
@@ -100,7 +106,7 @@ def _nan_weight(repo: Path) -> None:
 def _other_host(repo: Path) -> None:
     import json
 
-    path = repo / "models/base/base.json"
+    path = repo / BASE_MODEL / BASE_MANIFEST
     manifest = json.loads(path.read_text())
     manifest["runtime"]["attn_implementation"] = "flash_attention_2"  # what a CUDA host with flash-attn makes of auto
     path.write_text(json.dumps(manifest))
@@ -118,47 +124,48 @@ CASES = {
     "corrupt params.yaml (dvc repro)": Case(_corrupt_params, ("dvc", "repro"), "params.yaml"),
     "corrupt params.yaml (stage)": Case(_corrupt_params, (*PY, "stages.report"), "params.yaml: not valid YAML"),
     "truncated JSONL (dvc repro train_sft)": Case(
-        _truncate_sft_data, ("dvc", "repro", "--single-item", "train_sft"), "data/sft/train.jsonl:"),
+        _truncate_sft_data, ("dvc", "repro", "--single-item", "train_sft"), f"{SFT_DATA}:"),
     "missing model directory": Case(_missing_model, ("dvc", "repro"), "no-such-model"),
     "deleted adapter (dvc repro build_prefs)": Case(
-        _delete_adapter, ("dvc", "repro", "--single-item", "build_prefs"), "models/sft"),
+        _delete_adapter, ("dvc", "repro", "--single-item", "build_prefs"), str(SFT_ADAPTER)),
     "deleted adapter (stage)": Case(_delete_adapter, (*PY, "stages.build_prefs"),
-                                    "models/sft: the SFT adapter is missing"),
-    "empty eval file": Case(_empty_eval_file, ("dvc", "repro"), "data/suites/empty.jsonl: no records"),
+                                    f"{SFT_ADAPTER}: the SFT adapter is missing"),
+    "empty eval file": Case(_empty_eval_file, ("dvc", "repro"), f"{suite_path('empty')}: no records"),
     "unreachable remote": Case(_unreachable_remote, ("dvc", "push", "-r", "dead"), "Could not connect"),
     # issue 13: values no run can use, records no reader should accept, limits, and mismatched machines
-    "infinite temperature": Case(_param("generate.temperature", float("inf")), ("dvc", "repro"),
-                                 "generate.temperature: Input should be a finite number (got inf)"),
-    "seed out of range": Case(_param("sft.seed", 2**32), ("dvc", "repro"),
-                              "sft.seed: Input should be less than or equal to 4294967295"),
-    "empty target_modules": Case(_param("dpo.lora", {"r": 16, "alpha": 32, "dropout": 0.0, "target_modules": []}),
-                                 ("dvc", "repro"), "dpo.lora.target_modules: Value error, must name at least one"),
+    "infinite temperature": Case(_param("generate_sft.temperature", float("inf")), ("dvc", "repro"),
+                                 "generate_sft.temperature: Input should be a finite number (got inf)"),
+    "seed out of range": Case(_param("train_sft.seed", 2**32), ("dvc", "repro"),
+                              "train_sft.seed: Input should be less than or equal to 4294967295"),
+    "empty target_modules": Case(
+        _param("train_dpo.lora", {"r": 16, "alpha": 32, "dropout": 0.0, "target_modules": []}), ("dvc", "repro"),
+        "train_dpo.lora.target_modules: Value error, must name at least one"),
     "eval prompts not UTF-8": Case(
         _eval_file([GOOD_PROMPT, '{"key": 2, "prompt": "Caf\xe9?", "instruction_id_list": [], "kwargs": []}'.encode(
-            "latin-1")]), ("dvc", "repro"), "data/suites/bad.jsonl:2: not UTF-8 text (byte 26 of the line is 0xe9)"),
+            "latin-1")]), ("dvc", "repro"), f"{BAD}:2: not UTF-8 text (byte 26 of the line is 0xe9)"),
     "eval prompts nested too deeply": Case(
         _eval_file([GOOD_PROMPT, b'{"key": 2, "prompt": "x", "instruction_id_list": [], "kwargs": ['
-                    + b"[" * 50_000 + b"]" * 50_000 + b"]}"]), ("dvc", "repro"), "data/suites/bad.jsonl:2: nested too deeply"),
+                    + b"[" * 50_000 + b"]" * 50_000 + b"]}"]), ("dvc", "repro"), f"{BAD}:2: nested too deeply"),
     "NaN in eval prompts": Case(
         _eval_file([GOOD_PROMPT, b'{"key": 2, "prompt": "Count.", "instruction_id_list": ["length_constraints:'
                     b'number_words"], "kwargs": [{"num_words": NaN, "relation": "less than"}]}']),
-        ("dvc", "repro"), "data/suites/bad.jsonl:2: NaN is not a JSON number"),
+        ("dvc", "repro"), f"{BAD}:2: NaN is not a JSON number"),
     "duplicate eval keys": Case(_eval_file([GOOD_PROMPT, GOOD_PROMPT]), ("dvc", "repro"),
-                                "data/suites/bad.jsonl:2: key 1 was already used on line 1"),
+                                f"{BAD}:2: key 1 was already used on line 1"),
     "whitespace-only prompt": Case(
         _eval_file([GOOD_PROMPT, b'{"key": 2, "prompt": "  \\n ", "instruction_id_list": [], "kwargs": []}']),
-        ("dvc", "repro"), "data/suites/bad.jsonl:2: invalid Instruction record: prompt: Value error, is blank"),
+        ("dvc", "repro"), f"{BAD}:2: invalid Instruction record: prompt: Value error, is blank"),
     "eval prompt longer than the context": Case(
         _eval_file([GOOD_PROMPT, b'{"key": "long", "prompt": "' + b"Describe the harbour at dawn. " * 300
                     + b'", "instruction_id_list": [], "kwargs": []}']), ("dvc", "repro"),
-        "data/suites/bad.jsonl: 1 of 2 prompts do not fit the model's context of 2048 tokens"),
-    "base model as its own source": Case(_param("model.name_or_path", "./models/base"), ("dvc", "repro"),
-                                         "model.name_or_path=./models/base: is prepare_base's own output"),
-    "accelerate config outside configs/": Case(_outside_config, ("dvc", "repro"), "is outside configs/accelerate/"),
-    "sft.max_length empties a record": Case(_param("sft.max_length", 8), ("dvc", "repro"),
-                                            "sft.max_length=8: SFT record key"),
+        f"{BAD}: 1 of 2 prompts do not fit the model's context of 2048 tokens"),
+    "base model as its own source": Case(_param("model.name_or_path", f"./{BASE_MODEL}"), ("dvc", "repro"),
+                                         f"model.name_or_path=./{BASE_MODEL}: is prepare_base's own output"),
+    "accelerate config outside configs/": Case(_outside_config, ("dvc", "repro"), f"is outside {ACCELERATE_CONFIGS}/"),
+    "train_sft.max_length empties a record": Case(_param("train_sft.max_length", 8), ("dvc", "repro"),
+                                                  "train_sft.max_length=8: SFT record key"),
     "NaN weight in the base model": Case(_nan_weight, (*PY, "stages.train_sft"),
-                                         "sft: the training loss became nan at step 1"),
+                                         "train_sft: the training loss became nan at step 1"),
     "base model from another kind of host": Case(_other_host, (*PY, "stages.evaluate", "--model", "base", "--suite", "test"),
                                                  "this host resolves the model settings differently"),
 }

@@ -1,6 +1,5 @@
 """Preference pairs: chosen passes every constraint, rejected scores lower; SFT's exact format, weighted
 synthetic negatives led by minimal edits, repeatable."""
-import json
 import random
 from collections import Counter
 
@@ -8,6 +7,7 @@ import pytest
 from conftest import run_stage
 
 from stages.lib import checkers, negatives
+from stages.lib.paths import BASE_MODEL, PREFS_DIR, PREF_PAIRS, SFT_ADAPTER, SFT_DATA, SFT_DATA_DIR, metrics_path
 from stages.lib.preference import score_response
 from stages.lib.prompts import zero_shot_prompt
 from stages.lib.records import PreferencePair, SftExample, read_jsonl
@@ -18,9 +18,10 @@ KWARGS = [{}, {}]
 GOOD = "apples and pears are two common fruits."
 
 
+@pytest.mark.slow
 def test_pairs_have_checked_margins_and_sft_format(tiny_pipeline):
-    pairs = read_jsonl(tiny_pipeline / "data/prefs/pairs.jsonl", PreferencePair)
-    sft = {r.key: r for r in read_jsonl(tiny_pipeline / "data/sft/train.jsonl", SftExample)}
+    pairs = read_jsonl(tiny_pipeline / PREF_PAIRS, PreferencePair)
+    sft = {r.key: r for r in read_jsonl(tiny_pipeline / SFT_DATA, SftExample)}
     assert pairs
     for p in pairs:
         record = sft[p.key]
@@ -36,9 +37,10 @@ def test_pairs_have_checked_margins_and_sft_format(tiny_pipeline):
         assert rejected.strict_fraction < 1.0 or rejected.failed_gates
 
 
+@pytest.mark.slow
 def test_minimal_edit_pairs_differ_on_exactly_one_constraint(tiny_pipeline):
-    sft = {r.key: r for r in read_jsonl(tiny_pipeline / "data/sft/train.jsonl", SftExample)}
-    edits = [p for p in read_jsonl(tiny_pipeline / "data/prefs/pairs.jsonl", PreferencePair)
+    sft = {r.key: r for r in read_jsonl(tiny_pipeline / SFT_DATA, SftExample)}
+    edits = [p for p in read_jsonl(tiny_pipeline / PREF_PAIRS, PreferencePair)
              if p.rejected_type == "minimal_edit"]
     assert edits
     for p in edits:
@@ -47,26 +49,28 @@ def test_minimal_edit_pairs_differ_on_exactly_one_constraint(tiny_pipeline):
         assert sum(not ok for ok in after) == 1
 
 
+@pytest.mark.slow
 def test_same_seed_gives_identical_pairs(tiny_pipeline, tmp_path):
     import shutil
 
-    for rel in ("models/base", "models/sft", "data/sft"):
+    for rel in (BASE_MODEL, SFT_ADAPTER, SFT_DATA_DIR):
         shutil.copytree(tiny_pipeline / rel, tmp_path / rel)
     shutil.copy(tiny_pipeline / "params.yaml", tmp_path / "params.yaml")
     result = run_stage("build_prefs", tmp_path)
     assert result.returncode == 0, result.stderr
-    assert (tmp_path / "data/prefs/pairs.jsonl").read_bytes() == (tiny_pipeline / "data/prefs/pairs.jsonl").read_bytes()
+    assert (tmp_path / PREF_PAIRS).read_bytes() == (tiny_pipeline / PREF_PAIRS).read_bytes()
 
 
+@pytest.mark.slow
 def test_missing_adapter_is_a_clear_error_with_no_output(tiny_pipeline, tmp_path):
     import shutil
 
-    for rel in ("models/base", "data/sft"):
+    for rel in (BASE_MODEL, SFT_DATA_DIR):
         shutil.copytree(tiny_pipeline / rel, tmp_path / rel)
     shutil.copy(tiny_pipeline / "params.yaml", tmp_path / "params.yaml")
     result = run_stage("build_prefs", tmp_path)
-    assert result.returncode == 2 and "models/sft" in result.stderr
-    assert not (tmp_path / "data/prefs").exists() and not (tmp_path / "metrics/prefs.json").exists()
+    assert result.returncode == 2 and str(SFT_ADAPTER) in result.stderr
+    assert not (tmp_path / PREFS_DIR).exists() and not (tmp_path / metrics_path("build_prefs")).exists()
 
 
 def test_type_weights_hold_on_a_large_draw():

@@ -11,7 +11,8 @@ from stages.lib import (
     checkers, compose, constraint_draw, constraint_schema, near_duplicates, self_instruct, task_split,
 )
 from stages.lib.errors import UserError
-from stages.lib.params import InstructionsParams
+from stages.lib.params import MakeInstructionsParams
+from stages.lib.paths import CONSTRAINTS, TASKS
 from stages.lib.records import Instruction, Task, dump, read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -19,12 +20,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def tasks() -> list[Task]:
-    return read_jsonl(ROOT / "data/tasks.jsonl", Task)
+    return read_jsonl(ROOT / TASKS, Task)
 
 
 @pytest.fixture(scope="module")
 def config() -> constraint_schema.ConstraintConfig:
-    raw = yaml.safe_load((ROOT / "data/constraints.yaml").read_text())
+    raw = yaml.safe_load((ROOT / CONSTRAINTS).read_text())
     return constraint_schema.parse_constraints(raw, checkers.SUPPORTED_IDS)
 
 
@@ -59,7 +60,7 @@ def test_dedupe_instructions_removes_repeated_prompts():
 
 
 def test_curated_tasks_contain_no_near_duplicates(tasks):
-    _, dropped = near_duplicates.dedupe_tasks(tasks, InstructionsParams().near_duplicate_threshold)
+    _, dropped = near_duplicates.dedupe_tasks(tasks, MakeInstructionsParams().near_duplicate_threshold)
     assert dropped == []
 
 
@@ -267,7 +268,7 @@ def test_propose_tasks_filters_existing_and_repeated_items(tasks):
 
 
 def test_generate_candidate_tasks_needs_a_model_and_uses_an_injected_one(tasks):
-    params = InstructionsParams(self_instruct_count=3)
+    params = MakeInstructionsParams(self_instruct_count=3)
     with pytest.raises(UserError, match="no model was given"):
         self_instruct.generate_candidate_tasks(params, 3, existing=tasks)
     ideas = ["Describe a market stall that sells old maps.", "Explain why kites need wind to fly.",

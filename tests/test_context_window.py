@@ -20,7 +20,7 @@ def test_the_context_comes_from_the_model_config(tiny):
 
 def test_prompts_that_fit_pass(tiny):
     model, tokenizer = tiny
-    check_prompts_fit(model, tokenizer, ["Instruction: Name a colour.\nResponse:"], 128, budget_key="eval.max_new_tokens",
+    check_prompts_fit(model, tokenizer, ["Instruction: Name a colour.\nResponse:"], 128, budget_key="evaluate.max_new_tokens",
                       source="eval.jsonl")
 
 
@@ -32,13 +32,13 @@ def test_over_long_prompts_are_counted_and_named(tiny):
     assert n_long > 2048 - 128
     with pytest.raises(UserError) as err:
         check_prompts_fit(model, tokenizer, [short, long, short, long + " again"], 128,
-                          budget_key="eval.max_new_tokens", source="data/eval.jsonl", keys=["a", "b", "c", "d"])
+                          budget_key="evaluate.max_new_tokens", source="data/eval.jsonl", keys=["a", "b", "c", "d"])
     message = str(err.value)
     assert message.startswith("data/eval.jsonl: 2 of 4 prompts do not fit the model's context of 2048 tokens")
-    assert "eval.max_new_tokens=128 (at most 1920 prompt tokens); keys b, d; the longest, key d, has" in message
+    assert "evaluate.max_new_tokens=128 (at most 1920 prompt tokens); keys b, d; the longest, key d, has" in message
 
 
 def test_a_budget_larger_than_the_context_names_the_key(tiny):
     model, tokenizer = tiny
-    with pytest.raises(UserError, match="generate.max_new_tokens=4096 does not fit the model's context of 2048"):
-        check_prompts_fit(model, tokenizer, ["x"], 4096, budget_key="generate.max_new_tokens", source="train.jsonl")
+    with pytest.raises(UserError, match="generate_sft.max_new_tokens=4096 does not fit the model's context of 2048"):
+        check_prompts_fit(model, tokenizer, ["x"], 4096, budget_key="generate_sft.max_new_tokens", source="train.jsonl")

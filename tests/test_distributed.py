@@ -14,19 +14,22 @@ from conftest import ROOT, run_stage, write_params
 
 from stages.launch import launch_command
 from stages.lib.errors import UserError
+from stages.lib.paths import ACCELERATE_CONFIGS, BASE_MODEL, SFT_ADAPTER, SFT_DATA_DIR, metrics_path
 from stages.lib.training import batch_layout
+
+CPU_DDP = (ACCELERATE_CONFIGS / "cpu_ddp.yaml").as_posix()
 
 
 def _ddp_project(tiny_pipeline, directory: Path) -> Path:
-    for rel in ("models/base", "data/sft", "configs/accelerate"):
-        shutil.copytree((ROOT if rel.startswith("configs") else tiny_pipeline) / rel, directory / rel)
+    for rel in (BASE_MODEL, SFT_DATA_DIR, ACCELERATE_CONFIGS):
+        shutil.copytree((ROOT if rel == ACCELERATE_CONFIGS else tiny_pipeline) / rel, directory / rel)
     params = yaml.safe_load((tiny_pipeline / "params.yaml").read_text())
-    params["sft"].update(accelerate_config="configs/accelerate/cpu_ddp.yaml", batch_size=4, micro_batch_size=1,
-                         max_steps=2)
+    params["train_sft"].update(accelerate_config=CPU_DDP, batch_size=4, micro_batch_size=1, max_steps=2)
     (directory / "params.yaml").write_text(yaml.safe_dump(params))
     return directory
 
 
+@pytest.mark.slow
 def test_two_sft_runs_under_accelerate_ddp_at_once(tiny_pipeline, tmp_path):
     """Two 2-process DDP trainings (gloo) started together on one host, as two experiments or two users would:
     each meets on a free port of its own (a fixed port made the second fail with 'address already in use'),
@@ -40,22 +43,22 @@ def test_two_sft_runs_under_accelerate_ddp_at_once(tiny_pipeline, tmp_path):
     for project, proc in runs:
         out, _ = proc.communicate(timeout=900)
         assert proc.returncode == 0, out[-4000:]
-        assert (project / "models/sft/adapter_model.safetensors").is_file()
-        metrics = json.loads((project / "metrics/train_sft.json").read_text())
+        assert (project / SFT_ADAPTER / "adapter_model.safetensors").is_file()
+        metrics = json.loads((project / metrics_path("train_sft")).read_text())
         assert metrics["processes"] == 2
         assert metrics["global_batch_size"] == 4  # 1 per device x 2 accumulation steps x 2 processes
         assert metrics["per_device_batch_size"] == 1 and metrics["gradient_accumulation_steps"] == 2
-    a, b = (p / "models/sft/adapter_model.safetensors" for p, _ in runs)
+    a, b = (p / SFT_ADAPTER / "adapter_model.safetensors" for p, _ in runs)
     assert a.read_bytes() == b.read_bytes()
 
 
 def test_one_machine_runs_ask_for_a_free_port():
-    cpu_ddp = yaml.safe_load((ROOT / "configs/accelerate/cpu_ddp.yaml").read_text())
-    command = launch_command("train_sft", "configs/accelerate/cpu_ddp.yaml", cpu_ddp)
+    cpu_ddp = yaml.safe_load((ROOT / ACCELERATE_CONFIGS / "cpu_ddp.yaml").read_text())
+    command = launch_command("train_sft", CPU_DDP, cpu_ddp)
     assert command[command.index("--main_process_port") + 1] == "0"
-    several = yaml.safe_load((ROOT / "configs/accelerate/ddp.yaml").read_text()) | {"num_machines": 2}
-    assert "--main_process_port" not in launch_command("train_sft", "configs/accelerate/ddp.yaml", several)
-    for path in (ROOT / "configs/accelerate").glob("*.yaml"):
+    several = yaml.safe_load((ROOT / ACCELERATE_CONFIGS / "ddp.yaml").read_text()) | {"num_machines": 2}
+    assert "--main_process_port" not in launch_command("train_sft", str(ACCELERATE_CONFIGS / "ddp.yaml"), several)
+    for path in (ROOT / ACCELERATE_CONFIGS).glob("*.yaml"):
         config = yaml.safe_load(path.read_text())
         assert config.get("num_machines", 1) > 1 or "main_process_port" not in config, path.name
 
@@ -65,15 +68,15 @@ def test_accelerate_configs_are_dependencies_of_training():
     both training stages, and launch refuses a config from anywhere else."""
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     for name in ("train_sft", "train_dpo"):
-        assert "configs/accelerate" in stages[name]["deps"]
+        assert ACCELERATE_CONFIGS.as_posix() in stages[name]["deps"]
 
 
 def test_a_config_outside_the_tracked_folder_is_refused(tmp_path):
-    shutil.copy(ROOT / "configs/accelerate/cpu_ddp.yaml", tmp_path / "mine.yaml")
-    write_params(tmp_path, sft={"accelerate_config": str(tmp_path / "mine.yaml")})
+    shutil.copy(ROOT / ACCELERATE_CONFIGS / "cpu_ddp.yaml", tmp_path / "mine.yaml")
+    write_params(tmp_path, train_sft={"accelerate_config": str(tmp_path / "mine.yaml")})
     result = run_stage("launch", tmp_path, "train_sft")
     assert result.returncode == 2
-    assert "sft.accelerate_config: " in result.stderr and "is outside configs/accelerate/" in result.stderr
+    assert "train_sft.accelerate_config: " in result.stderr and f"is outside {ACCELERATE_CONFIGS}/" in result.stderr
 
 
 def _torchrun(script_args: list[str], timeout: int = 600):
@@ -82,6 +85,7 @@ def _torchrun(script_args: list[str], timeout: int = 600):
                           env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.slow
 def test_an_fsdp_sharded_adapter_is_gathered_whole_before_saving(tiny_hf_dir, tmp_path):
     """FSDP2 over gloo on 2 CPU processes (torch's fully_shard directly: accelerate 1.15 turns FSDP on only on
     GPUs and other accelerators, so on a CPU its FSDP config trains as DDP). Every LoRA matrix is split
@@ -118,16 +122,16 @@ def test_a_batch_that_cannot_be_split_is_a_clear_error():
 
 
 def test_missing_accelerate_config_names_the_key(tmp_path):
-    write_params(tmp_path, sft={"accelerate_config": "configs/accelerate/nope.yaml"})
+    write_params(tmp_path, train_sft={"accelerate_config": str(ACCELERATE_CONFIGS / "nope.yaml")})
     result = run_stage("launch", tmp_path, "train_sft")
-    assert result.returncode == 2 and "sft.accelerate_config" in result.stderr
+    assert result.returncode == 2 and "train_sft.accelerate_config" in result.stderr
 
 
 def test_shipped_accelerate_configs_parse():
     import yaml
 
-    names = {p.stem for p in (ROOT / "configs/accelerate").glob("*.yaml")}
+    names = {p.stem for p in (ROOT / ACCELERATE_CONFIGS).glob("*.yaml")}
     assert {"single", "ddp", "fsdp", "deepspeed_zero3", "cpu_ddp"} <= names
-    for path in (ROOT / "configs/accelerate").glob("*.yaml"):
+    for path in (ROOT / ACCELERATE_CONFIGS).glob("*.yaml"):
         config = yaml.safe_load(path.read_text())
         assert config["distributed_type"] in {"NO", "MULTI_GPU", "FSDP", "DEEPSPEED"}

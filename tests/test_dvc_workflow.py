@@ -26,6 +26,13 @@ from dvc_repos import (
 )
 from tiny_model import build_tiny_model
 
+from stages.lib.paths import (
+    ACCELERATE_CONFIGS, BASE_MODEL, MODELS, SFT_ADAPTER, TASKS, TRAIN_INSTRUCTIONS, curves_dir, eval_metrics_path,
+    metrics_path, suite_path,
+)
+
+pytestmark = pytest.mark.slow  # the real dvc on the tiny pipeline
+
 
 @pytest.fixture(scope="session")
 def reproduced(tiny_hf_dir, tmp_path_factory):
@@ -46,16 +53,16 @@ DPO_DOWN = {"report"} | evaluations("dpo")
 def _edit_task(pool: str) -> Callable[[Path, Path], list[str]]:
     """Edit the text of one curated task that the ``pool`` instruction file ('train' or 'test') uses."""
     def change(repo: Path, tmp: Path) -> list[str]:
-        path = "data/instructions/train.jsonl" if pool == "train" else f"data/suites/{pool}.jsonl"
+        path = TRAIN_INSTRUCTIONS if pool == "train" else suite_path(pool)
         used = json.loads((repo / path).read_text().splitlines()[0])["task_id"]
-        lines = (repo / "data/tasks.jsonl").read_text().splitlines()
+        lines = (repo / TASKS).read_text().splitlines()
         for i, line in enumerate(lines):
             task = json.loads(line)
             if task["task_id"] == used:
                 task["text"] = task["text"].rstrip("?.!") + ", in plain words."
                 lines[i] = json.dumps(task)
-        (repo / "data/tasks.jsonl").write_text("\n".join(lines) + "\n")
-        return ["data/tasks.jsonl"]
+        (repo / TASKS).write_text("\n".join(lines) + "\n")
+        return [TASKS.as_posix()]
     return change
 
 
@@ -96,30 +103,34 @@ class Row:
 
 
 ROWS = {
-    "generate.temperature": Row(_param("generate.temperature", 0.5), frozenset({"generate_sft"}),
-                                frozenset({"train_sft"} | SFT_DOWN)),
-    "sft.learning_rate": Row(_param("sft.learning_rate", 1e-4), frozenset({"train_sft"}), frozenset(SFT_DOWN)),
-    "dpo.beta": Row(_param("dpo.beta", 0.2), frozenset({"train_dpo"}), frozenset(DPO_DOWN)),
-    "dpo.init": Row(_param("dpo.init", "base"), frozenset({"train_dpo"}), frozenset(DPO_DOWN)),
-    "eval.max_new_tokens": Row(_param("eval.max_new_tokens", 6), evaluations(), frozenset({"report"})),
+    "generate_sft.temperature": Row(_param("generate_sft.temperature", 0.5), frozenset({"generate_sft"}),
+                                    frozenset({"train_sft"} | SFT_DOWN)),
+    "train_sft.learning_rate": Row(_param("train_sft.learning_rate", 1e-4), frozenset({"train_sft"}),
+                                   frozenset(SFT_DOWN)),
+    "train_dpo.beta": Row(_param("train_dpo.beta", 0.2), frozenset({"train_dpo"}), frozenset(DPO_DOWN)),
+    "train_dpo.init": Row(_param("train_dpo.init", "base"), frozenset({"train_dpo"}), frozenset(DPO_DOWN)),
+    "evaluate.max_new_tokens": Row(_param("evaluate.max_new_tokens", 6), evaluations(), frozenset({"report"})),
     "stages/train_dpo.py": Row(_append_comment("stages/train_dpo.py"), frozenset({"train_dpo"}), frozenset(DPO_DOWN),
                                real=True),
     "stages/launch.py": Row(_append_comment("stages/launch.py"), frozenset({"train_sft", "train_dpo"}),
                             frozenset({"build_prefs", "report"} | evaluations("sft", "dpo"))),
     "configs/accelerate (a training config)": Row(
-        _append_comment("configs/accelerate/ddp.yaml"), frozenset({"train_sft", "train_dpo"}),
+        _append_comment((ACCELERATE_CONFIGS / "ddp.yaml").as_posix()), frozenset({"train_sft", "train_dpo"}),
         frozenset({"build_prefs", "report"} | evaluations("sft", "dpo"))),
-    "stages/lib (a component)": Row(_append_comment("stages/lib/io.py"), frozenset(ALL_STAGES), frozenset()),
+    # a component only evaluate and report import, and one every stage imports (tests/test_dvc_yaml.py keeps
+    # each stage's list of modules true to its imports)
+    "stages/lib/stats.py": Row(_append_comment("stages/lib/stats.py"), evaluations() | {"report"}, frozenset()),
+    "stages/lib/params.py": Row(_append_comment("stages/lib/params.py"), frozenset(ALL_STAGES), frozenset()),
     "data/tasks.jsonl (a train task)": Row(
         _edit_task("train"), frozenset({"make_instructions"}),
         frozenset({"generate_sft", "train_sft"} | SFT_DOWN), prefix=("make_instructions",),
         then=frozenset({"generate_sft"})),
     "data/tasks.jsonl (a test task)": Row(
         _edit_task("test"), frozenset({"make_instructions"}),
-        frozenset({"report"} | evaluations()), prefix=("make_instructions",),
-        then=frozenset(f"evaluate@{m}-test" for m in ("base", "sft", "dpo"))),
-    "model.name_or_path": Row(_second_model, frozenset(set(ALL_STAGES) - {"make_instructions", "report"}),
-                              frozenset({"report"})),
+        frozenset({"report"} | {f"evaluate@{m}-test" for m in MODELS}), prefix=("make_instructions",),
+        then=frozenset(f"evaluate@{m}-test" for m in MODELS)),
+    # only prepare_base reads it; every stage but report loads models/base, and report reads their outcomes
+    "model.name_or_path": Row(_second_model, frozenset({"prepare_base"}), frozenset(ALL_STAGES) - {"prepare_base"}),
 }
 
 
@@ -128,8 +139,8 @@ def test_a_change_reruns_exactly_its_stages(row, work_repo, tmp_path):
     """Each row of the README's recompute table.
 
     Real `dvc repro` (the stages actually rerun): stages/train_dpo.py here; the SFT-hyperparameter row
-    in test_killed_training_leaves_nothing_valid (sft.max_steps), dpo.beta in
-    test_queued_grid_runs_every_experiment, dpo.init in test_e2e_dvc. The real row here then reverts
+    in test_killed_training_leaves_nothing_valid (train_sft.max_steps), train_dpo.beta in
+    test_queued_grid_runs_every_experiment, train_dpo.init in test_e2e_dvc. The real row here then reverts
     the change and checks that DVC's run cache restores the earlier outputs without recomputing
     (report aside: see below).
     The other rows use `dvc status` (what the change invalidates) and `dvc repro --dry --force-downstream`
@@ -239,28 +250,28 @@ def grid(tmp_path_factory, reproduced):
 
 def test_queued_grid_runs_every_experiment(grid, capsys):
     """Both queued experiments succeed; each reran train_dpo and, where its input changed, what follows it;
-    `dvc exp show --json` lists their dpo.beta and their metrics."""
+    `dvc exp show --json` lists their train_dpo.beta and their metrics."""
     repo = grid["repo"]
     assert len(grid["names"]) == 2
     assert queue_statuses(grid["status"]) == ["Success", "Success"], grid["status"]
 
     exps = experiments_of(json.loads(sh(repo, "dvc", "exp", "show", "--json").stdout))
     assert set(grid["names"]) <= set(exps), exps.keys()
-    betas = sorted(exps[n]["params"]["params.yaml"]["data"]["dpo"]["beta"] for n in grid["names"])
+    betas = sorted(exps[n]["params"]["params.yaml"]["data"]["train_dpo"]["beta"] for n in grid["names"])
     assert betas == [0.05, 0.3]
     for name in grid["names"]:
         metrics = exps[name]["metrics"]
-        accuracy = metrics["metrics/eval/dpo-test.json"]["data"]["overall"]["prompt_strict"]["accuracy"]
+        accuracy = metrics[eval_metrics_path("dpo", "test").as_posix()]["data"]["overall"]["prompt_strict"]["accuracy"]
         assert 0.0 <= accuracy <= 1.0
-        assert "metrics/train_dpo.json" in metrics and "metrics/report.json" in metrics
+        assert metrics_path("train_dpo").as_posix() in metrics and metrics_path("report").as_posix() in metrics
         ran = set(stages_run(sh(repo, "dvc", "queue", "logs", name).stdout))
         assert "train_dpo" in ran and ran <= {"train_dpo"} | DPO_DOWN, ran
-    say(capsys, f"queued grid dpo.beta=0.05,0.3: {grid['elapsed']:.0f} s for both experiments")
+    say(capsys, f"queued grid train_dpo.beta=0.05,0.3: {grid['elapsed']:.0f} s for both experiments")
 
 
 # --- 4. Interruption ----------------------------------------------------------------------------------
 
-LIVE_LOSS = "metrics/train_sft/plots/metrics/loss.tsv"
+LIVE_LOSS = curves_dir("train_sft") / "loss.tsv"
 
 
 def _start_repro(repo: Path, log: Path) -> subprocess.Popen:
@@ -292,20 +303,20 @@ def _assert_nothing_valid(repo: Path, lock_text: str) -> None:
     assert (repo / "dvc.lock").read_text() == lock_text, "an interrupted run changed dvc.lock"
     changed = status(repo)
     assert "train_sft" in changed, changed
-    assert not (repo / "models/sft").exists() and not (repo / "metrics/train_sft.json").exists()
+    assert not (repo / SFT_ADAPTER).exists() and not (repo / metrics_path("train_sft")).exists()
     assert not (repo / LIVE_LOSS).exists(), "an interrupted run left partial training curves"
     leftovers = [p for p in snapshot(repo) if re.search(r"(^|/)\.[^/]+\.(tmp|old)(/|$)", p)]
     assert leftovers == [], leftovers
 
 
 def test_killed_training_leaves_nothing_valid(work_repo, tmp_path, capsys):
-    """sft.max_steps=40 (several seconds of training on the tiny model). First SIGTERM to the train_sft process
+    """train_sft.max_steps=40 (several seconds of training on the tiny model). First SIGTERM to the train_sft process
     once it has logged a step; then, in a second `dvc repro`, SIGKILL to dvc and train_sft together (a
     crash). After each: dvc.lock unchanged, `dvc status` reports train_sft, no models/sft, no temp files.
     Then `dvc repro` (same params) completes; it is also the SFT-hyperparameter row of the recompute table,
     run for real."""
     repo = work_repo
-    set_param(repo, "sft.max_steps", 40)
+    set_param(repo, "train_sft.max_steps", 40)
     sh(repo, "git", "commit", "-qam", "a longer SFT run")
     lock_text = (repo / "dvc.lock").read_text()
     before = read_lock(repo)
@@ -363,7 +374,7 @@ def test_hub_base_model_is_pinned_not_copied(tiny_hf_dir, tmp_path):
     result = run_stage("prepare_base", tmp_path, env={"HF_HOME": str(cache), "HF_HUB_OFFLINE": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
 
-    base = tmp_path / "models/base"
+    base = tmp_path / BASE_MODEL
     manifest = json.loads((base / "base.json").read_text())
     assert (manifest["source"], manifest["name_or_path"], manifest["revision"], manifest["weights"]) == (
         "hub", "HuggingFaceTB/SmolLM2-135M", commit, "hub")

@@ -4,11 +4,12 @@ import json
 import shutil
 
 import pytest
-from conftest import run_stage, write_params
+from conftest import run_stage
 
-from pathlib import Path
-
-from stages.lib.paths import eval_metrics_path, outcomes_path
+from stages.lib.paths import (
+    BASE_MODEL, DPO_ADAPTER, MODELS, OUTCOMES_DIR, SFT_ADAPTER, START_ADAPTER, SUITES_DIR, eval_metrics_path,
+    outcomes_path, stage_files, suite_path,
+)
 from stages.lib.records import EvalOutcome, read_jsonl
 
 
@@ -17,12 +18,13 @@ def _copy_project(src, dst, *rels):
         (shutil.copytree if (src / rel).is_dir() else shutil.copy)(src / rel, dst / rel)
 
 
+@pytest.mark.slow
 def test_base_evaluated_after_an_adapter_in_the_same_process_is_the_base(tiny_pipeline, tmp_path, monkeypatch):
     from stages import evaluate
 
-    (tmp_path / "models").mkdir()
-    (tmp_path / "data/suites").mkdir(parents=True)
-    _copy_project(tiny_pipeline, tmp_path, "params.yaml", "models/base", "models/sft", "data/suites/test.jsonl")
+    (tmp_path / BASE_MODEL.parent).mkdir()
+    (tmp_path / SUITES_DIR).mkdir(parents=True)
+    _copy_project(tiny_pipeline, tmp_path, "params.yaml", BASE_MODEL, SFT_ADAPTER, suite_path("test"))
     monkeypatch.chdir(tmp_path)
     evaluate.main(["--model", "sft", "--suite", "test"])
     evaluate.main(["--model", "base", "--suite", "test"])
@@ -31,30 +33,32 @@ def test_base_evaluated_after_an_adapter_in_the_same_process_is_the_base(tiny_pi
     assert [o.response for o in here] == [o.response for o in alone]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("suite", ["test", "handwritten"])
 def test_every_model_is_scored_on_the_same_prompts(tiny_pipeline, suite):
     keys = {m: [o.key for o in read_jsonl(tiny_pipeline / outcomes_path(m, suite), EvalOutcome)]
-            for m in ("base", "sft", "dpo")}
+            for m in MODELS}
     assert keys["base"] == keys["sft"] == keys["dpo"]
     precisions = {json.dumps(json.loads((tiny_pipeline / eval_metrics_path(m, suite)).read_text())["precision"])
-                  for m in ("base", "sft", "dpo")}
+                  for m in MODELS}
     assert len(precisions) == 1
 
 
+@pytest.mark.slow
 def test_dpo_folder_holds_its_whole_adapter_stack(tiny_pipeline):
-    """dpo.init=sft (the tiny pipeline's default): models/dpo keeps the SFT adapter it started from, byte for
+    """train_dpo.init=sft (the tiny pipeline's default): models/dpo keeps the SFT adapter it started from, byte for
     byte, so evaluate@dpo needs models/base and models/dpo only."""
-    from stages.evaluate import adapters_for
+    from stages.lib.adapters import adapter_stack
 
-    start = tiny_pipeline / "models/dpo/start"
+    start = tiny_pipeline / DPO_ADAPTER / START_ADAPTER
     assert (start / "adapter_model.safetensors").read_bytes() == \
-        (tiny_pipeline / "models/sft/adapter_model.safetensors").read_bytes()
+        (tiny_pipeline / SFT_ADAPTER / "adapter_model.safetensors").read_bytes()
     import os
     cwd = os.getcwd()
     os.chdir(tiny_pipeline)
     try:
-        assert adapters_for("dpo") == [Path("models/dpo/start"), Path("models/dpo")]
-        assert adapters_for("sft") == [Path("models/sft")] and adapters_for("base") == []
+        assert adapter_stack("dpo") == [DPO_ADAPTER / START_ADAPTER, DPO_ADAPTER]
+        assert adapter_stack("sft") == [SFT_ADAPTER] and adapter_stack("base") == []
     finally:
         os.chdir(cwd)
 
@@ -91,15 +95,16 @@ def test_split_supported_sets_aside_one_prompt_at_a_time():
 
 
 def _suite_project(tiny_pipeline, tmp_path, rows_or_text) -> None:
-    (tmp_path / "models").mkdir()
-    _copy_project(tiny_pipeline, tmp_path, "models/base")
-    suite = tmp_path / "data/suites/extra.jsonl"
+    (tmp_path / BASE_MODEL.parent).mkdir()
+    _copy_project(tiny_pipeline, tmp_path, BASE_MODEL)
+    suite = tmp_path / suite_path("extra")
     suite.parent.mkdir(parents=True)
     text = rows_or_text if isinstance(rows_or_text, str) else "".join(json.dumps(r) + "\n" for r in rows_or_text)
     suite.write_text(text)
     shutil.copy(tiny_pipeline / "params.yaml", tmp_path / "params.yaml")
 
 
+@pytest.mark.slow
 def test_unsupported_and_invalid_prompts_are_excluded_counted_and_named(tiny_pipeline, tmp_path):
     _suite_project(tiny_pipeline, tmp_path, IFEVAL_ROWS)
     result = run_stage("evaluate", tmp_path, "--model", "base", "--suite", "extra")
@@ -113,9 +118,10 @@ def test_unsupported_and_invalid_prompts_are_excluded_counted_and_named(tiny_pip
     assert [o.key for o in outcomes] == [1, 2, 4]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("content, message", [("", "empty"), ('{"key": 1}\n', "extra.jsonl:1")])
 def test_bad_eval_file_is_a_clear_error_with_no_output(tiny_pipeline, tmp_path, content, message):
     _suite_project(tiny_pipeline, tmp_path, content)
     result = run_stage("evaluate", tmp_path, "--model", "base", "--suite", "extra")
     assert result.returncode == 2 and message in result.stderr
-    assert not (tmp_path / "data/eval").exists() and not (tmp_path / "metrics/eval").exists()
+    assert not (tmp_path / OUTCOMES_DIR).exists() and not (tmp_path / stage_files("evaluate")).exists()

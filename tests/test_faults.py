@@ -25,6 +25,10 @@ from dvc_repos import (
     say, set_param, snapshot, status,
 )
 
+from stages.lib.paths import BASE_MODEL, METRICS_DIR, metrics_path
+
+pytestmark = pytest.mark.slow  # the real dvc, kills and a full disk
+
 LEFTOVER = re.compile(r"(^|/)\.[^/]+\.(tmp|old)(/|$)")
 
 
@@ -65,22 +69,23 @@ def test_a_kill_during_prepare_base_loses_nothing(work_repo, tmp_path, capsys):
     proc = _dvc(repo, "repro", "-f", "prepare_base", log=tmp_path / "kill.log")
     deadline = time.monotonic() + 300
     try:
-        while not list((repo / "models").glob(".base.*.tmp")):
+        while not list((repo / BASE_MODEL.parent).glob(".base.*.tmp")):
             assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "kill.log").read_text()[-2000:]
             time.sleep(0.005)
     finally:
         _kill_group(proc)
-    leftovers = list((repo / "models").glob(".base.*.tmp"))
+    leftovers = list((repo / BASE_MODEL.parent).glob(".base.*.tmp"))
     assert leftovers, "the kill came after the write: nothing to check"
     assert (repo / "dvc.lock").read_text() == lock_text
     assert "prepare_base" in status(repo)
-    assert not (repo / "models/base").exists()  # dvc removed it before running the stage
+    assert not (repo / BASE_MODEL).exists()  # dvc removed it before running the stage
     # git sees only the metrics file dvc removed with the stage's outputs; the leftover is ignored, not a change
-    assert sh(repo, "git", "status", "--porcelain").stdout.split() == ["D", "metrics/prepare_base.json"]
-    assert sh(repo, "git", "check-ignore", "-q", f"models/{leftovers[0].name}", check=False).returncode == 0
+    assert sh(repo, "git", "status", "--porcelain").stdout.split() == ["D", metrics_path("prepare_base").as_posix()]
+    assert sh(repo, "git", "check-ignore", "-q", (BASE_MODEL.parent / leftovers[0].name).as_posix(),
+              check=False).returncode == 0
 
-    sh(repo, "git", "checkout", "--", "metrics")
-    sh(repo, "dvc", "checkout", "models/base")
+    sh(repo, "git", "checkout", "--", METRICS_DIR.as_posix())
+    sh(repo, "dvc", "checkout", BASE_MODEL.as_posix())
     assert {p: h for p, h in snapshot(repo).items() if not LEFTOVER.search(p)} == original
     assert status(repo) == {}
 
@@ -89,11 +94,12 @@ def test_a_kill_during_prepare_base_loses_nothing(work_repo, tmp_path, capsys):
                      rerun.stdout + rerun.stderr), rerun.stderr[-2000:]
     # the same models/base, no leftover; only the run's timings (metrics/prepare_base.json, and its hash in
     # dvc.lock) are new
-    timings = {"metrics/prepare_base.json", "dvc.lock"}
+    timings = {metrics_path("prepare_base").as_posix(), "dvc.lock"}
     assert {p: h for p, h in snapshot(repo).items() if p not in timings} == \
         {p: h for p, h in original.items() if p not in timings}
-    base_out = [o for o in read_lock(repo)["prepare_base"]["outs"] if o["path"] == "models/base"]
-    assert base_out == [o for o in yaml.safe_load(lock_text)["stages"]["prepare_base"]["outs"] if o["path"] == "models/base"]
+    def base_out(lock: dict) -> list[dict]:
+        return [o for o in lock["prepare_base"]["outs"] if o["path"] == BASE_MODEL.as_posix()]
+    assert base_out(read_lock(repo)) == base_out(yaml.safe_load(lock_text)["stages"])
     assert status(repo) == {}
     say(capsys, f"killed prepare_base left {leftovers[0].name}; the rerun removed it")
 
@@ -131,7 +137,7 @@ def test_a_full_disk_is_one_clear_error_with_nothing_left(tiny_pipeline, tiny_hf
     """prepare_base writing the model onto a filesystem without room for it (a tmpfs smaller than the
     model, when this test may mount one; else a simulated ENOSPC): exit 2 with one line that says the
     device is full, no models/base, no temporary files, and the space given back."""
-    needed = sum(p.stat().st_size for p in (tiny_pipeline / "models/base").rglob("*") if p.is_file())
+    needed = sum(p.stat().st_size for p in (tiny_pipeline / BASE_MODEL).rglob("*") if p.is_file())
     disk = tmp_path / "disk"
     mounted = _mount_tmpfs(disk, size_kb=max(64, needed // 2048))
     try:
@@ -164,7 +170,7 @@ def test_two_repros_at_once(work_repo, tmp_path, capsys):
     """A second `dvc repro` while the first is training: DVC refuses it at once, naming the busy output and
     the process holding it; the first completes; nothing is half written and the pipeline ends clean."""
     repo = work_repo
-    set_param(repo, "sft.max_steps", 20)
+    set_param(repo, "train_sft.max_steps", 20)
     commit_all(repo, "a longer SFT run")
     first = _dvc(repo, "repro", log=tmp_path / "first.log")
     try:
@@ -201,11 +207,11 @@ def _experiments_running(repo: Path) -> int:
 
 
 def test_queued_learning_rate_grid_runs_two_at_a_time(reproduced, tmp_path, capsys):
-    """`dvc exp run --queue -S sft.learning_rate=1e-5,2e-5` then `dvc queue start -j 2`: DVC writes the rates
+    """`dvc exp run --queue -S train_sft.learning_rate=1e-5,2e-5` then `dvc queue start -j 2`: DVC writes the rates
     as `1e-05` and `2e-05` (YAML 1.1 strings, YAML 1.2 numbers); both experiments run side by side in their
     own workspaces and succeed, each with its own learning rate recorded as a number."""
     repo = copy_repo(reproduced.repo, tmp_path / "repo")
-    queued = sh(repo, "dvc", "exp", "run", "--queue", "-S", "sft.learning_rate=1e-5,2e-5")
+    queued = sh(repo, "dvc", "exp", "run", "--queue", "-S", "train_sft.learning_rate=1e-5,2e-5")
     names = re.findall(r"Queued experiment '([^']+)'", queued.stdout + queued.stderr)
     assert len(names) == 2, queued.stdout + queued.stderr
     start = time.monotonic()
@@ -233,12 +239,12 @@ def test_queued_learning_rate_grid_runs_two_at_a_time(reproduced, tmp_path, caps
         sh(repo, "dvc", "queue", "logs", n, check=False).stdout[-2000:] for n in names)
     assert most_at_once == 2, f"the two experiments never ran at the same time: {timeline}"
     exps = experiments_of(json.loads(sh(repo, "dvc", "exp", "show", "--json").stdout))
-    rates = {n: exps[n]["params"]["params.yaml"]["data"]["sft"]["learning_rate"] for n in names}
+    rates = {n: exps[n]["params"]["params.yaml"]["data"]["train_sft"]["learning_rate"] for n in names}
     assert sorted(rates.values()) == [1e-05, 2e-05], rates
     for name in names:
         ran = stages_run(sh(repo, "dvc", "queue", "logs", name).stdout)
         assert "train_sft" in ran and "prepare_base" not in ran, ran
-    say(capsys, f"queued grid sft.learning_rate=1e-5,2e-5 with -j 2: {elapsed:.0f} s for both")
+    say(capsys, f"queued grid train_sft.learning_rate=1e-5,2e-5 with -j 2: {elapsed:.0f} s for both")
 
 
 # --- `dvc push` killed halfway --------------------------------------------------------------------------

@@ -15,14 +15,14 @@ from stages.lib.cleaning import clean
 from stages.lib.generation import GenerationSettings, Sample, generate
 from stages.lib.hardware import resolve_precision
 from stages.lib.loader import load_model, load_tokenizer
+from stages.lib.paths import BASE_MODEL, SFT_DATA, SFT_DATA_DIR, SFT_DATA_MANIFEST, TRAIN_INSTRUCTIONS, metrics_path
 from stages.lib.prompts import zero_shot_prompt, NEXT_TURN_MARKERS, REVISION_MARKERS, as_completion, revision_stop_strings, stop_strings
 from stages.lib.records import SftExample, read_jsonl
 from stages.lib.sft_data import PLACEHOLDER_TEXT, record_score
 
-OUT = Path("data/sft/train.jsonl")
-MANIFEST = Path("data/sft/manifest.json")
-METRICS = Path("metrics/sft_data.json")
-TRAIN = Path("data/instructions/train.jsonl")
+pytestmark = pytest.mark.slow  # runs generate_sft on a tiny model
+
+METRICS = metrics_path("generate_sft")
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +50,8 @@ def chaotic_hf_dir(tiny_hf_dir, tmp_path_factory) -> Path:
 def prepared(chaotic_hf_dir, tmp_path_factory) -> Path:
     """A project with models/base and data/instructions made by their stages; tests work on copies."""
     project = make_tiny_project(tmp_path_factory.mktemp("sft") / "project", chaotic_hf_dir,
-                                generate={"max_new_tokens": 16, "placeholder_fallback": False,
-                                          "max_placeholder_rate": 0.9})
+                                generate_sft={"max_new_tokens": 16, "placeholder_fallback": False,
+                                              "max_failed_rate": 0.9})
     for stage in ("prepare_base", "make_instructions"):
         result = run_stage(stage, project)
         assert result.returncode == 0, result.stderr[-3000:]
@@ -70,24 +70,24 @@ def set_generate(project: Path, **values) -> None:
     import yaml
 
     params = yaml.safe_load((project / "params.yaml").read_text())
-    write_params(project, **{k: v for k, v in params.items() if k != "generate"},
-                 generate={**params["generate"], **values})
+    write_params(project, **{k: v for k, v in params.items() if k != "generate_sft"},
+                 generate_sft={**params["generate_sft"], **values})
 
 
 def records(project: Path) -> list[SftExample]:
-    return read_jsonl(project / OUT, SftExample)
+    return read_jsonl(project / SFT_DATA, SftExample)
 
 
 def assert_no_output(project: Path) -> None:
-    assert not (project / "data/sft").exists()
+    assert not (project / SFT_DATA_DIR).exists()
     assert not (project / METRICS).exists()
 
 
 def regenerate(project: Path, rec: SftExample, **generate_params) -> str:
     """The completion a stored record's generation_prompt gives on its own (its seed and sample index, same
     settings, the stop strings of its route)."""
-    gen = {**json.loads((project / MANIFEST).read_text())["generation"], **generate_params}
-    base = project / "models/base"
+    gen = {**json.loads((project / SFT_DATA_MANIFEST).read_text())["generation"], **generate_params}
+    base = project / BASE_MODEL
     model, tokenizer = load_model(base, resolve_precision("float32")), load_tokenizer(base)
     settings = GenerationSettings(gen["max_new_tokens"], gen["temperature"], gen["top_p"], gen["repetition_penalty"],
                                   gen["batch_size"], rec.sample_seed)
@@ -124,10 +124,10 @@ def test_sampled_records_are_byte_identical_per_seed_and_reproducible_from_their
     set_generate(project, temperature=0.9, top_p=0.95)
     first = run_stage("generate_sft", project)
     assert first.returncode == 0, first.stderr[-3000:]
-    data = (project / OUT).read_bytes()
+    data = (project / SFT_DATA).read_bytes()
     again = run_stage("generate_sft", project)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert (project / OUT).read_bytes() == data
+    assert (project / SFT_DATA).read_bytes() == data
     model_records = drawn_records(project)
     assert model_records
     # Per-row seeds: in float32 (as here) a sampled record is regenerated from its prompt, the seed and its
@@ -137,8 +137,8 @@ def test_sampled_records_are_byte_identical_per_seed_and_reproducible_from_their
     set_generate(project, temperature=0.9, top_p=0.95, seed=1)
     other = run_stage("generate_sft", project)
     assert other.returncode == 0, other.stderr[-3000:]
-    assert (project / OUT).read_bytes() != data
-    manifest = json.loads((project / MANIFEST).read_text())
+    assert (project / SFT_DATA).read_bytes() != data
+    manifest = json.loads((project / SFT_DATA_MANIFEST).read_text())
     assert manifest["generation"]["seed"] == 1 and "sampling" in manifest
 
 
@@ -158,10 +158,10 @@ def _scripted_generate(bad_every: int, text: str = " A plain answer with words."
 
 def test_placeholders_are_marked_and_counted(project, monkeypatch):
     monkeypatch.setattr(generate_sft, "generate", _scripted_generate(3))
-    set_generate(project, placeholder_fallback=True, max_placeholder_rate=0.5, min_kept_pass_rate=0.0)
+    set_generate(project, placeholder_fallback=True, max_failed_rate=0.5, min_kept_pass_rate=0.0)
     generate_sft.main()
     recs = records(project)
-    n = len(read_jsonl(project / TRAIN, generate_sft.Instruction))
+    n = len(read_jsonl(project / TRAIN_INSTRUCTIONS, generate_sft.Instruction))
     assert len(recs) == n
     placeholders = [r for r in recs if r.source == "placeholder"]
     assert len(placeholders) == len(range(0, n, 3))
@@ -179,11 +179,11 @@ def test_a_failing_response_never_becomes_a_model_record(project, monkeypatch):
     and revision nothing is kept; with them, records come only from those routes, each passing its own
     (rewritten) instruction."""
     monkeypatch.setattr(generate_sft, "generate", _scripted_generate(10**9, text=" Yes, A plain answer."))
-    set_generate(project, placeholder_fallback=False, max_placeholder_rate=1.0, revise_rounds=0, backtranslate=False)
+    set_generate(project, placeholder_fallback=False, max_failed_rate=1.0, revise_rounds=0, backtranslate=False)
     with pytest.raises(SystemExit):
         generate_sft.main()  # no instruction produced a passing response
     assert_no_output(project)
-    set_generate(project, placeholder_fallback=False, max_placeholder_rate=1.0, revise_rounds=1, backtranslate=True)
+    set_generate(project, placeholder_fallback=False, max_failed_rate=1.0, revise_rounds=1, backtranslate=True)
     generate_sft.main()
     recs = records(project)
     assert recs and not any(r.source == "model" for r in recs)
@@ -195,10 +195,10 @@ def test_a_failing_response_never_becomes_a_model_record(project, monkeypatch):
 
 def test_without_fallback_failed_instructions_are_dropped_not_faked(project, monkeypatch):
     monkeypatch.setattr(generate_sft, "generate", _scripted_generate(3))
-    set_generate(project, placeholder_fallback=False, max_placeholder_rate=0.5)
+    set_generate(project, placeholder_fallback=False, max_failed_rate=0.5)
     generate_sft.main()
     recs = records(project)
-    n = len(read_jsonl(project / TRAIN, generate_sft.Instruction))
+    n = len(read_jsonl(project / TRAIN_INSTRUCTIONS, generate_sft.Instruction))
     assert all(r.source != "placeholder" for r in recs) and len(recs) == n - len(range(0, n, 3))
     metrics = json.loads((project / METRICS).read_text())
     assert metrics["placeholder_rate"] == 0.0 and metrics["n_dropped"] == len(range(0, n, 3))
@@ -208,23 +208,23 @@ def test_without_fallback_failed_instructions_are_dropped_not_faked(project, mon
 @pytest.mark.parametrize("fallback", [True, False])
 def test_too_many_failures_exit_2_with_no_output(project, monkeypatch, capsys, fallback):
     monkeypatch.setattr(generate_sft, "generate", _scripted_generate(2))  # half the instructions fail
-    set_generate(project, placeholder_fallback=fallback, max_placeholder_rate=0.2)
-    (project / "data/sft").mkdir(parents=True)
-    (project / OUT).write_text("stale\n")
+    set_generate(project, placeholder_fallback=fallback, max_failed_rate=0.2)
+    (project / SFT_DATA_DIR).mkdir(parents=True)
+    (project / SFT_DATA).write_text("stale\n")
     with pytest.raises(SystemExit) as exc:
         generate_sft.main()
     assert exc.value.code == 2
-    assert "generate.max_placeholder_rate" in capsys.readouterr().err
+    assert "generate_sft.max_failed_rate" in capsys.readouterr().err
     assert_no_output(project)
 
 
 def test_kept_data_under_the_pass_rate_gate_writes_nothing_and_names_the_key(project, monkeypatch, capsys):
     monkeypatch.setattr(generate_sft, "generate", _scripted_generate(3))  # a third become placeholders
-    set_generate(project, placeholder_fallback=True, max_placeholder_rate=1.0, min_kept_pass_rate=0.95)
+    set_generate(project, placeholder_fallback=True, max_failed_rate=1.0, min_kept_pass_rate=0.95)
     with pytest.raises(SystemExit) as exc:
         generate_sft.main()
     assert exc.value.code == 2
-    assert "generate.min_kept_pass_rate" in capsys.readouterr().err
+    assert "generate_sft.min_kept_pass_rate" in capsys.readouterr().err
     assert_no_output(project)
 
 
@@ -232,48 +232,48 @@ def test_kept_data_under_the_pass_rate_gate_writes_nothing_and_names_the_key(pro
 
 
 def _fails(project: Path, capsys, *fragments: str) -> None:
-    (project / "data/sft").mkdir(parents=True, exist_ok=True)
-    (project / OUT).write_text("stale\n")  # an earlier run's output must not survive a failed one
+    (project / SFT_DATA_DIR).mkdir(parents=True, exist_ok=True)
+    (project / SFT_DATA).write_text("stale\n")  # an earlier run's output must not survive a failed one
     (project / METRICS).parent.mkdir(parents=True, exist_ok=True)
     (project / METRICS).write_text("{}\n")
     with pytest.raises(SystemExit) as exc:
         generate_sft.main()
     assert exc.value.code == 2
     err = capsys.readouterr().err
-    for fragment in fragments:
+    for fragment in map(str, fragments):
         assert fragment in err, err
     assert_no_output(project)
 
 
 def test_malformed_instruction_line_names_file_and_line(project, capsys):
-    lines = (project / TRAIN).read_text().splitlines()
+    lines = (project / TRAIN_INSTRUCTIONS).read_text().splitlines()
     lines[2] = lines[2][:-10]
-    (project / TRAIN).write_text("\n".join(lines) + "\n")
-    _fails(project, capsys, "data/instructions/train.jsonl:3")
+    (project / TRAIN_INSTRUCTIONS).write_text("\n".join(lines) + "\n")
+    _fails(project, capsys, f"{TRAIN_INSTRUCTIONS}:3")
 
 
 def test_empty_instruction_file_fails(project, capsys):
-    (project / TRAIN).write_text("")
-    _fails(project, capsys, "data/instructions/train.jsonl", "empty")
+    (project / TRAIN_INSTRUCTIONS).write_text("")
+    _fails(project, capsys, TRAIN_INSTRUCTIONS, "empty")
 
 
 def test_unknown_instruction_id_fails_naming_it(project, capsys):
-    lines = (project / TRAIN).read_text().splitlines()
+    lines = (project / TRAIN_INSTRUCTIONS).read_text().splitlines()
     row = json.loads(lines[1])
     row["instruction_id_list"][0] = "detectable_format:haiku_shape"
     lines[1] = json.dumps(row)
-    (project / TRAIN).write_text("\n".join(lines) + "\n")
-    _fails(project, capsys, "data/instructions/train.jsonl", str(row["key"]), "detectable_format:haiku_shape")
+    (project / TRAIN_INSTRUCTIONS).write_text("\n".join(lines) + "\n")
+    _fails(project, capsys, TRAIN_INSTRUCTIONS, str(row["key"]), "detectable_format:haiku_shape")
 
 
 def test_missing_model_fails_without_fallback(project, capsys):
-    shutil.rmtree(project / "models/base")
-    _fails(project, capsys, "models/base")
+    shutil.rmtree(project / BASE_MODEL)
+    _fails(project, capsys, BASE_MODEL)
 
 
 def test_cli_exit_status_and_no_output_on_bad_input(project):
-    (project / TRAIN).write_text('{"key": 1, "prompt": "x"\n')
+    (project / TRAIN_INSTRUCTIONS).write_text('{"key": 1, "prompt": "x"\n')
     result = run_stage("generate_sft", project)
     assert result.returncode == 2
-    assert "data/instructions/train.jsonl:1" in result.stderr
+    assert f"{TRAIN_INSTRUCTIONS}:1" in result.stderr
     assert_no_output(project)

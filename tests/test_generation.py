@@ -9,13 +9,13 @@ from transformers import LlamaForCausalLM
 from stages.lib.cleaning import clean, is_valid
 from stages.lib.decode_attention import DECODE_ATTENTION, decode_attention
 from stages.lib.generation import GenerationSettings, generate
+from stages.lib.hardware import resolve_precision
 from stages.lib.hf_generation import generate_with_hf
+from stages.lib.loader import load_model, load_tokenizer
+from stages.lib.prompts import few_shot_prompt, stop_strings, Shot
 from stages.lib.sampling import apply_repetition_penalty, nucleus_sample, row_seed
 from stages.lib.slot_decoder import SlotDecoder, supports_slot_decoding
 from stages.lib.stopping import StopChecker
-from stages.lib.hardware import resolve_precision
-from stages.lib.loader import load_model, load_tokenizer
-from stages.lib.prompts import few_shot_prompt, stop_strings, Shot
 
 STOPS = ["###", "\nInstruction:", "\nQ:"]
 FP32 = resolve_precision("float32")

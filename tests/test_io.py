@@ -14,6 +14,7 @@ import yaml
 from conftest import ROOT, sh
 
 from stages.lib import io
+from stages.lib.paths import BASE_MODEL, curves_dir, stage_files
 
 # A writer in its own process that SIGKILLs itself just before the n-th file-system operation of the write
 # (Python's audit hooks see each one before it happens), or runs to the end when n is past the last.
@@ -162,8 +163,8 @@ def test_leftover_patterns_are_ignored_by_git_and_dvc(tmp_path):
         (repo / path).write_text("leftover")
         assert sh(repo, "git", "check-ignore", "-q", path, check=False).returncode == 0, path
         assert sh(repo, "dvc", "check-ignore", "-q", path, check=False).returncode == 0, path
-    (repo / "models/base").mkdir()
-    assert sh(repo, "git", "check-ignore", "-q", "models/base/x.tmp", check=False).returncode == 1
+    (repo / BASE_MODEL).mkdir()
+    assert sh(repo, "git", "check-ignore", "-q", (BASE_MODEL / "x.tmp").as_posix(), check=False).returncode == 1
 
 
 def test_training_stages_clear_only_their_declared_plots_output():
@@ -174,4 +175,5 @@ def test_training_stages_clear_only_their_declared_plots_output():
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     for module, name in ((train_sft, "train_sft"), (train_dpo, "train_dpo")):
         declared = [next(iter(p)) if isinstance(p, dict) else p for p in stages[name]["plots"]]
-        assert declared == [module.LIVE_PLOTS.as_posix()]
+        assert declared == [curves_dir(name).as_posix()]
+        assert module.LIVE == stage_files(name) != curves_dir(name)  # DVCLive's folder holds more than the curves

@@ -10,25 +10,26 @@ from conftest import run_stage, write_params
 
 from stages import make_instructions
 from stages.lib import checkers, constraint_schema, near_duplicates, task_split
+from stages.lib.paths import BASE_MODEL, CONSTRAINTS, FEWSHOT, TASKS, TRAIN_INSTRUCTIONS, suite_path
 from stages.lib.records import Instruction, Task, read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA_FILES = ("tasks.jsonl", "constraints.yaml", "fewshot.jsonl")
-OUTPUTS = (Path("data/instructions/train.jsonl"), Path("data/suites/dev.jsonl"), Path("data/suites/test.jsonl"))
+DATA_FILES = (TASKS, CONSTRAINTS, FEWSHOT)
+OUTPUTS = (TRAIN_INSTRUCTIONS, suite_path("dev"), suite_path("test"))
 
 
 @pytest.fixture()
 def workdir(tmp_path, monkeypatch) -> Path:
-    (tmp_path / "data").mkdir()
-    for name in DATA_FILES:
-        shutil.copy(ROOT / "data" / name, tmp_path / "data" / name)
+    for path in DATA_FILES:
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / path, tmp_path / path)
     write_params(tmp_path)
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
 
 def _run(tmp_path: Path, **instructions) -> tuple[bytes, bytes]:
-    write_params(tmp_path, instructions=instructions)
+    write_params(tmp_path, make_instructions=instructions)
     make_instructions.main()
     return tuple(p.read_bytes() for p in OUTPUTS)
 
@@ -38,7 +39,7 @@ def _fails(capsys, *fragments: str) -> None:
         make_instructions.main()
     assert exc.value.code == 2
     err = capsys.readouterr().err
-    for fragment in fragments:
+    for fragment in map(str, fragments):
         assert fragment in err, err
     assert not any(p.exists() for p in OUTPUTS)
 
@@ -63,7 +64,7 @@ def test_stage_writes_disjoint_train_dev_and_test(workdir, capsys):
 
 def test_dev_and_test_share_no_near_duplicate_task_text(workdir):
     _run(workdir)
-    tasks = {t.task_id: t.text for t in read_jsonl(workdir / "data/tasks.jsonl", Task)}
+    tasks = {t.task_id: t.text for t in read_jsonl(workdir / TASKS, Task)}
     dev, test = (read_jsonl(p, Instruction) for p in OUTPUTS[1:])
     dev_texts = sorted({tasks[r.task_id] for r in dev})
     test_texts = sorted({tasks[r.task_id] for r in test})
@@ -93,7 +94,7 @@ def test_cli_entry_point_runs_as_dvc_would(workdir):
     result = run_stage("make_instructions", workdir)
     assert result.returncode == 0, result.stderr
     assert all(p.is_file() for p in OUTPUTS)
-    (workdir / "data/tasks.jsonl").write_text("not json\n")
+    (workdir / TASKS).write_text("not json\n")
     result = run_stage("make_instructions", workdir)
     assert result.returncode == 2 and "data/tasks.jsonl:1" in result.stderr
     assert not any(p.exists() for p in OUTPUTS)
@@ -103,7 +104,7 @@ def test_malformed_task_line_fails_naming_file_and_line(workdir, capsys):
     for p in OUTPUTS:  # stale outputs from an earlier run must not survive a failed one
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text("stale\n")
-    path = workdir / "data/tasks.jsonl"
+    path = workdir / TASKS
     lines = path.read_text().splitlines()
     lines[2] = '{"task_id": "qa-003", "category": "factual_qa"'
     path.write_text("\n".join(lines) + "\n")
@@ -111,7 +112,7 @@ def test_malformed_task_line_fails_naming_file_and_line(workdir, capsys):
 
 
 def test_task_missing_a_field_fails_naming_the_field(workdir, capsys):
-    path = workdir / "data/tasks.jsonl"
+    path = workdir / TASKS
     lines = path.read_text().splitlines()
     lines[4] = json.dumps({"task_id": "qa-005", "category": "factual_qa"})
     path.write_text("\n".join(lines) + "\n")
@@ -119,28 +120,28 @@ def test_task_missing_a_field_fails_naming_the_field(workdir, capsys):
 
 
 def test_repeated_task_id_fails(workdir, capsys):
-    path = workdir / "data/tasks.jsonl"
+    path = workdir / TASKS
     path.write_text(path.read_text() + json.dumps({"task_id": "qa-001", "category": "lists", "text": "Name a tree."}) + "\n")
     _fails(capsys, "qa-001", "unique")
 
 
 def test_unknown_instruction_id_in_constraints_fails_naming_it(workdir, capsys):
-    path = workdir / "data/constraints.yaml"
+    path = workdir / CONSTRAINTS
     raw = yaml.safe_load(path.read_text())
     raw["instructions"]["detectable_format:haiku_shape"] = {"phrasings": ["Write it as a haiku."]}
     path.write_text(yaml.safe_dump(raw))
-    _fails(capsys, "data/constraints.yaml", "detectable_format:haiku_shape")
+    _fails(capsys, CONSTRAINTS, "detectable_format:haiku_shape")
 
 
 def test_kwargs_the_checkers_reject_fail_before_writing(workdir, capsys):
-    path = workdir / "data/constraints.yaml"
+    path = workdir / CONSTRAINTS
     raw = yaml.safe_load(path.read_text())
     raw["instructions"] = {"detectable_content:number_placeholders": {
         "phrasings": ["Use {num_placeholders} placeholders."], "kwargs": {"num_placeholders": {"choices": [0]}}}}
     raw["conflicts"] = []
     path.write_text(yaml.safe_dump(raw))
-    write_params(workdir, instructions={"n_train": 50, "n_dev": 10, "n_test": 20})  # one draw per task suffices
-    _fails(capsys, "data/constraints.yaml", "num_placeholders")
+    write_params(workdir, make_instructions={"n_train": 50, "n_dev": 10, "n_test": 20})  # one draw per task suffices
+    _fails(capsys, CONSTRAINTS, "num_placeholders")
 
 
 def test_self_instruct_tasks_join_train_only(workdir, monkeypatch):
@@ -155,7 +156,7 @@ def test_self_instruct_tasks_join_train_only(workdir, monkeypatch):
 
 
 def test_self_instruct_without_a_model_fails_cleanly(workdir, capsys):
-    write_params(workdir, instructions={"self_instruct_count": 5})
+    write_params(workdir, make_instructions={"self_instruct_count": 5})
     _fails(capsys, "self_instruct_count")
 
 
@@ -164,8 +165,8 @@ def test_self_instruct_runs_on_the_tiny_base_model(workdir, tiny_hf_dir, monkeyp
     filtered, but the stage must complete and write both files."""
     from tiny_model import write_base_manifest
 
-    shutil.copytree(tiny_hf_dir, workdir / "models/base")
-    write_base_manifest(workdir / "models/base")
+    shutil.copytree(tiny_hf_dir, workdir / BASE_MODEL)
+    write_base_manifest(workdir / BASE_MODEL)
     monkeypatch.setitem(make_instructions.SELF_INSTRUCT_SETTINGS, "max_new_tokens", 12)
     train, dev, test = _run(workdir, self_instruct_count=2, n_train=30, n_dev=6, n_test=10)
     assert train and dev and test
@@ -178,8 +179,8 @@ def test_self_instruct_runs_on_the_tiny_base_model(workdir, tiny_hf_dir, monkeyp
 def test_self_instruct_proposals_copying_eval_tasks_never_reach_train(workdir, monkeypatch, capsys):
     """Leakage and dedup checks apply to proposals: a model that 'proposes' eval tasks (verbatim and reworded)
     and repeats itself yields only its one new task, once."""
-    params = make_instructions.load_params().instructions
-    tasks, _ = near_duplicates.dedupe_tasks(make_instructions.read_tasks(make_instructions.TASKS), params.near_duplicate_threshold)
+    params = make_instructions.load_params().make_instructions
+    tasks, _ = near_duplicates.dedupe_tasks(make_instructions.read_tasks(TASKS), params.near_duplicate_threshold)
     _, eval_pool = task_split.split_tasks(tasks, params.seed, params.eval_task_fraction)
     leaked, reworded = eval_pool[0].text, eval_pool[1].text.upper().rstrip(".?!") + "!!"
     novel = "Describe the smell of a pine forest after heavy rain in three sentences."
@@ -212,7 +213,7 @@ def test_propose_tasks_drops_a_planted_eval_task_duplicate():
 
 
 def test_curated_tasks_are_plentiful_and_varied():
-    tasks = read_jsonl(ROOT / "data/tasks.jsonl", Task)
+    tasks = read_jsonl(ROOT / TASKS, Task)
     cats = Counter(t.category for t in tasks)
     assert len(tasks) >= 250 and len({t.task_id for t in tasks}) == len(tasks)
     assert len(cats) >= 6 and min(cats.values()) >= 35
@@ -220,7 +221,7 @@ def test_curated_tasks_are_plentiful_and_varied():
 
 
 def test_constraints_cover_enough_ids_with_several_phrasings():
-    raw = yaml.safe_load((ROOT / "data/constraints.yaml").read_text())
+    raw = yaml.safe_load((ROOT / CONSTRAINTS).read_text())
     config = constraint_schema.parse_constraints(raw, checkers.SUPPORTED_IDS)
     assert len(config.instructions) >= 15
     assert all(2 <= len(spec.phrasings) <= 4 for spec in config.instructions.values())
@@ -228,7 +229,7 @@ def test_constraints_cover_enough_ids_with_several_phrasings():
 
 
 def test_fewshot_examples_pass_their_own_checkers():
-    rows = [json.loads(line) for line in (ROOT / "data/fewshot.jsonl").read_text().splitlines() if line.strip()]
+    rows = [json.loads(line) for line in (ROOT / FEWSHOT).read_text().splitlines() if line.strip()]
     assert len(rows) >= 8
     for row in rows:
         assert set(row) == {"instruction", "response", "instruction_id_list", "kwargs"}
@@ -239,8 +240,8 @@ def test_fewshot_examples_pass_their_own_checkers():
 
 
 def test_fewshot_tasks_are_not_curated_tasks():
-    tasks = read_jsonl(ROOT / "data/tasks.jsonl", Task)
-    rows = [json.loads(line) for line in (ROOT / "data/fewshot.jsonl").read_text().splitlines() if line.strip()]
+    tasks = read_jsonl(ROOT / TASKS, Task)
+    rows = [json.loads(line) for line in (ROOT / FEWSHOT).read_text().splitlines() if line.strip()]
     task_texts = [t.text for t in tasks]
     for row in rows:
         instruction = near_duplicates.normalise(row["instruction"])

@@ -15,10 +15,14 @@ import pytest
 from conftest import ROOT, sh
 from dvc_repos import copy_repo, reproduced_repo
 
+from stages.lib.paths import CATEGORY_CSV, MODELS, curves_dir
+
+pytestmark = pytest.mark.slow  # the real dvc and headless Chromium
+
 TOOL = ROOT / "tools" / "offline_plots_template.py"
 CHROMIUM = "/usr/bin/chromium"  # Debian's package; `make test` installs it
-CURVES = ("metrics/train_sft/plots/metrics/loss.tsv", "metrics/train_dpo/plots/metrics/loss.tsv")
-ACCURACY = "metrics/plots/category_accuracy.csv"
+CURVES = tuple((curves_dir(stage) / "loss.tsv").as_posix() for stage in ("train_sft", "train_dpo"))
+ACCURACY = CATEGORY_CSV.as_posix()
 
 
 @pytest.fixture(scope="session")
@@ -87,7 +91,7 @@ def test_plots_render_offline_in_chromium(offline_repo):
     div = _plot_div(dom, re.sub(r"[^A-Za-z0-9]", "_", ACCURACY))
     bars = re.findall(r'aria-roledescription="bar" d="M[^"]+"', div)
     assert len(bars) == len(rows) > 0, f"{len(bars)} bars for {len(rows)} rows"
-    assert {r["model"] for r in rows} == {"base", "sft", "dpo"}
+    assert {r["model"] for r in rows} == set(MODELS)
 
 
 def test_screenshot_is_not_blank(offline_repo):

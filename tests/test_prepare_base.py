@@ -7,9 +7,12 @@ import pytest
 import torch
 from conftest import ROOT, run_stage, write_params
 
-from stages.lib.base_model import embedded_gguf_path, load_gguf
+from stages.lib.base_model import BASE_MANIFEST, embedded_gguf_path, load_gguf
 from stages.lib.hardware import resolve_precision
 from stages.lib.loader import encode, load_model, load_tokenizer
+from stages.lib.paths import BASE_MODEL, metrics_path
+
+pytestmark = pytest.mark.slow  # runs prepare_base (one test converts the 135M GGUF model)
 
 
 def test_gguf_conversion_keeps_the_logits(tmp_path):
@@ -17,8 +20,8 @@ def test_gguf_conversion_keeps_the_logits(tmp_path):
     write_params(tmp_path)
     result = run_stage("prepare_base", tmp_path)
     assert result.returncode == 0, result.stderr
-    base = tmp_path / "models" / "base"
-    manifest = json.loads((base / "base.json").read_text())
+    base = tmp_path / BASE_MODEL
+    manifest = json.loads((base / BASE_MANIFEST).read_text())
     assert manifest["source"] == "embedded" and len(manifest["gguf_sha256"]) == 64
     assert (base / "model.safetensors").is_file()
 
@@ -35,23 +38,23 @@ def test_local_directory_source(tmp_path, tiny_hf_dir):
     write_params(tmp_path, model={"name_or_path": str(tiny_hf_dir)})
     result = run_stage("prepare_base", tmp_path)
     assert result.returncode == 0, result.stderr
-    manifest = json.loads((tmp_path / "models/base/base.json").read_text())
+    manifest = json.loads((tmp_path / BASE_MODEL / BASE_MANIFEST).read_text())
     assert manifest["source"] == "local" and manifest["name_or_path"] == str(tiny_hf_dir)
-    assert load_model(tmp_path / "models/base", resolve_precision("float32")).num_parameters() > 0
+    assert load_model(tmp_path / BASE_MODEL, resolve_precision("float32")).num_parameters() > 0
 
 
 def test_hub_id_needs_a_pinned_revision(tmp_path):
     write_params(tmp_path, model={"name_or_path": "HuggingFaceTB/SmolLM2-135M", "revision": None})
     result = run_stage("prepare_base", tmp_path)
     assert result.returncode == 2 and "model.revision" in result.stderr
-    assert not (tmp_path / "models").exists()
+    assert not (tmp_path / BASE_MODEL.parent).exists()
 
 
 def test_missing_local_directory_is_a_clear_error(tmp_path):
     write_params(tmp_path, model={"name_or_path": str(tmp_path / "no-such-model")})
     result = run_stage("prepare_base", tmp_path)
     assert result.returncode == 2 and "no-such-model" in result.stderr
-    assert not (tmp_path / "models").exists()
+    assert not (tmp_path / BASE_MODEL.parent).exists()
 
 
 def _json(path):
@@ -66,26 +69,26 @@ def test_base_json_holds_no_absolute_path_and_no_versions(tmp_path, tiny_hf_dir)
     write_params(tmp_path, model={"name_or_path": "./src-model", "dtype": "float32"})
     result = run_stage("prepare_base", tmp_path)
     assert result.returncode == 0, result.stderr
-    manifest = _json(tmp_path / "models/base/base.json")
+    manifest = _json(tmp_path / BASE_MODEL / BASE_MANIFEST)
     assert manifest["name_or_path"] == "./src-model"
-    assert str(tmp_path) not in (tmp_path / "models/base/base.json").read_text()
+    assert str(tmp_path) not in (tmp_path / BASE_MODEL / BASE_MANIFEST).read_text()
     assert "packages" not in manifest
     assert manifest["runtime"] == {"device": "cpu", "dtype": "float32", "quantization": "none",
                                    "attn_implementation": "sdpa", "threads": len(os.sched_getaffinity(0))}
-    metrics = _json(tmp_path / "metrics/prepare_base.json")
+    metrics = _json(tmp_path / metrics_path("prepare_base"))
     assert metrics["environment"]["packages"]["transformers"] and metrics["environment"]["threads"] >= 1
     assert f"float32 on cpu, {len(os.sched_getaffinity(0))} threads, sdpa attention" in result.stdout
 
 
 def test_a_source_that_is_its_own_output_is_refused_untouched(tmp_path, tiny_hf_dir):
     """model.name_or_path: ./models/base would have prepare_base delete its own source before reading it."""
-    shutil.copytree(tiny_hf_dir, tmp_path / "models/base")
-    before = sorted(p.name for p in (tmp_path / "models/base").iterdir())
-    write_params(tmp_path, model={"name_or_path": "./models/base"})
+    shutil.copytree(tiny_hf_dir, tmp_path / BASE_MODEL)
+    before = sorted(p.name for p in (tmp_path / BASE_MODEL).iterdir())
+    write_params(tmp_path, model={"name_or_path": f"./{BASE_MODEL}"})
     result = run_stage("prepare_base", tmp_path)
     assert result.returncode == 2
-    assert "model.name_or_path=./models/base: is prepare_base's own output" in result.stderr
-    assert sorted(p.name for p in (tmp_path / "models/base").iterdir()) == before
+    assert f"model.name_or_path=./{BASE_MODEL}: is prepare_base's own output" in result.stderr
+    assert sorted(p.name for p in (tmp_path / BASE_MODEL).iterdir()) == before
 
 
 def test_remote_code_is_announced_with_hashes_and_recorded(tmp_path):
@@ -103,8 +106,8 @@ def test_remote_code_is_announced_with_hashes_and_recorded(tmp_path):
     for name, digest in expected.items():
         assert f"  {name}  sha256 {digest}" in result.stdout
     assert result.stdout.index("this code from") < result.stdout.index("prepare_base: local model")
-    assert _json(tmp_path / "models/base/base.json")["remote_code"] == expected
-    model = load_model(tmp_path / "models/base", resolve_precision("float32"), trust_remote_code=True)
+    assert _json(tmp_path / BASE_MODEL / BASE_MANIFEST)["remote_code"] == expected
+    model = load_model(tmp_path / BASE_MODEL, resolve_precision("float32"), trust_remote_code=True)
     assert type(model).__name__ == "TinyRemoteForCausalLM"
 
 
@@ -117,7 +120,7 @@ def test_remote_code_without_trust_is_a_clear_error(tmp_path):
     assert result.returncode == 2, result.stderr
     assert "model.trust_remote_code: " in result.stderr and "modeling_tiny_remote.py" in result.stderr
     assert "Traceback" not in result.stderr
-    assert not (tmp_path / "models").exists()
+    assert not (tmp_path / BASE_MODEL.parent).exists()
 
 
 COMMIT_1, COMMIT_2 = "1" * 40, "2" * 40
@@ -126,7 +129,8 @@ import json, sys
 sys.path.insert(0, {root!r})
 from stages.lib.hardware import resolve_precision
 from stages.lib.loader import load_base_model
-model = load_base_model("models/base", resolve_precision("float32"))
+from stages.lib.paths import BASE_MODEL
+model = load_base_model(BASE_MODEL, resolve_precision("float32"))
 print(json.dumps(float(model.model.embed_tokens.weight.double().sum())))
 """
 
@@ -149,7 +153,7 @@ def test_a_hub_revision_is_resolved_to_its_commit_and_stays_pinned(tmp_path, tin
     result = run_stage("prepare_base", tmp_path, env=_hub_env(cache))
     assert result.returncode == 0, result.stderr
     assert f"org/tiny revision main is commit {COMMIT_1}" in result.stdout
-    manifest = _json(tmp_path / "models/base/base.json")
+    manifest = _json(tmp_path / BASE_MODEL / BASE_MANIFEST)
     assert (manifest["revision"], manifest["requested_revision"], manifest["weights"]) == (COMMIT_1, "main", "hub")
 
     def embedding_sum():
@@ -172,7 +176,7 @@ def test_an_unknown_hub_revision_names_the_key(tmp_path, tiny_hf_dir):
     result = run_stage("prepare_base", tmp_path, env=_hub_env(cache))
     assert result.returncode == 2
     assert "model.name_or_path=org/tiny, model.revision=v9: cannot be fetched" in result.stderr
-    assert "Traceback" not in result.stderr and not (tmp_path / "models").exists()
+    assert "Traceback" not in result.stderr and not (tmp_path / BASE_MODEL.parent).exists()
 
 
 def test_a_stage_on_another_kind_of_host_is_stopped(tmp_path, tiny_hf_dir, monkeypatch):
@@ -188,8 +192,8 @@ def test_a_stage_on_another_kind_of_host_is_stopped(tmp_path, tiny_hf_dir, monke
     monkeypatch.chdir(tmp_path)
     params = ModelParams(name_or_path=str(tiny_hf_dir), dtype="float32")
     assert precision_for(params).dtype == "float32"
-    manifest = _json(tmp_path / "models/base/base.json")
+    manifest = _json(tmp_path / BASE_MODEL / BASE_MANIFEST)
     manifest["runtime"]["dtype"] = "bfloat16"
-    (tmp_path / "models/base/base.json").write_text(json.dumps(manifest))
+    (tmp_path / BASE_MODEL / BASE_MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(UserError, match=r"dtype bfloat16 -> float32.*dvc repro -f prepare_base"):
         precision_for(params)

@@ -15,6 +15,10 @@ from dvc_repos import (
     commit_all, copy_repo, outputs_digest, queued_grid, reproduced_repo, say, status,
 )
 
+from stages.lib.paths import SFT_ADAPTER
+
+pytestmark = pytest.mark.slow  # pushes and pulls with the real dvc
+
 KEY_ID, SECRET = "AKIAFAKEFORTESTS0001", "fake-secret-for-a-loopback-s3-0001"
 
 
@@ -95,7 +99,7 @@ def test_push_clone_pull_restores_every_output(kind, reproduced, s3_endpoint, tm
 
     clone = tmp_path / "clone"
     sh(tmp_path, "git", "clone", "-q", str(repo), str(clone))
-    assert not (clone / "models/sft").exists()
+    assert not (clone / SFT_ADAPTER).exists()
     if kind == "s3":
         _credentials(clone)  # a fresh clone has none: they were never in git
     start = time.monotonic()

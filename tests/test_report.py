@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from stages import report
-from stages.lib.paths import outcomes_path
+from stages.lib.paths import CATEGORY_CSV, CATEGORY_PNG, MODELS, REPORT_MD, metrics_path, outcomes_path
 from stages.lib.stats import wilson_interval
 
 # Ten prompts, one instruction each; category x holds keys 0-5, category y keys 6-9.
@@ -14,8 +14,7 @@ from stages.lib.stats import wilson_interval
 #   sft:  0 1 2 3 4 5     -> 6/10   (vs base: b = 0, c = 4)
 #   dpo:  0 1 2 3 4 5 6 7 8 -> 9/10 (vs sft: b = 0, c = 3; vs base: b = 0, c = 7)
 STRICT_RIGHT = {"base": {0, 1}, "sft": set(range(6)), "dpo": set(range(9))}
-OUTPUTS = ["metrics/report.json", "metrics/report.md", "metrics/plots/category_accuracy.csv",
-           "metrics/plots/category_accuracy.png"]
+OUTPUTS = [metrics_path("report"), REPORT_MD, CATEGORY_CSV, CATEGORY_PNG]
 
 
 def _outcome(key: int, strict: bool, loose: bool) -> dict:
@@ -43,15 +42,15 @@ def _write_outcomes(model: str, keys, suite: str = "test", right: set | None = N
 @pytest.fixture()
 def workspace(tmp_path, monkeypatch) -> Path:
     monkeypatch.chdir(tmp_path)
-    Path("params.yaml").write_text("report: {seed: 0, bootstrap_samples: 200}\neval: {suites: [test]}\n")
-    for model in report.MODELS:
+    Path("params.yaml").write_text("report: {seed: 0, bootstrap_samples: 200}\nevaluate: {suites: [test]}\n")
+    for model in MODELS:
         _write_outcomes(model, range(10))
     return tmp_path
 
 
 def test_report_numbers_on_a_hand_checked_case(workspace, capsys):
     report.main()
-    data = json.loads(Path("metrics/report.json").read_text())
+    data = json.loads(metrics_path("report").read_text())
 
     assert data["n_prompts"] == 10
     base_strict = data["models"]["base"]["overall"]["prompt_strict"]
@@ -84,23 +83,23 @@ def test_report_numbers_on_a_hand_checked_case(workspace, capsys):
 
 def test_report_writes_readable_markdown_csv_and_png(workspace):
     report.main()
-    markdown = Path("metrics/report.md").read_text()
+    markdown = REPORT_MD.read_text()
     for pair in ("sft vs base", "dpo vs sft", "dpo vs base"):
         assert pair in markdown
     assert "Benjamini" in markdown and "contains 0" in markdown
 
-    csv_lines = Path("metrics/plots/category_accuracy.csv").read_text().splitlines()
+    csv_lines = CATEGORY_CSV.read_text().splitlines()
     assert csv_lines[0] == "category,model,accuracy"
     assert len(csv_lines) == 1 + 2 * 3
     assert "x,sft,1.0" in csv_lines
 
-    png = Path("metrics/plots/category_accuracy.png").read_bytes()
+    png = CATEGORY_PNG.read_bytes()
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 1000
 
 
 def test_mismatched_prompt_keys_fail_without_output(workspace, capsys):
     _write_outcomes("dpo", range(9))  # dpo lost key 9
-    stale = Path("metrics/report.json")
+    stale = metrics_path("report")
     stale.parent.mkdir(parents=True)
     stale.write_text("{}\n")  # left by an earlier run: must not survive a failed one
 
@@ -109,29 +108,29 @@ def test_mismatched_prompt_keys_fail_without_output(workspace, capsys):
 
     assert exc.value.code == 2
     assert "different prompts" in capsys.readouterr().err
-    assert not [p for p in OUTPUTS if Path(p).exists()]
+    assert not [p for p in OUTPUTS if p.exists()]
 
 
 def test_every_suite_is_reported_with_the_test_suite_as_headline(workspace):
     """A second suite where nothing changes: its comparisons sit under suites.<name>, the headline stays test."""
-    Path("params.yaml").write_text("report: {seed: 0, bootstrap_samples: 200}\neval: {suites: [handwritten, test]}\n")
-    for model in report.MODELS:
+    Path("params.yaml").write_text("report: {seed: 0, bootstrap_samples: 200}\nevaluate: {suites: [handwritten, test]}\n")
+    for model in MODELS:
         _write_outcomes(model, range(10), suite="handwritten", right={0, 1, 2})
     report.main()
-    data = json.loads(Path("metrics/report.json").read_text())
+    data = json.loads(metrics_path("report").read_text())
     assert data["suite"] == "test" and data["comparisons"]["sft_vs_base"]["prompt_strict"]["overall"]["c"] == 4
     other = data["suites"]["handwritten"]["comparisons"]["sft_vs_base"]["prompt_strict"]["overall"]
     assert (other["b"], other["c"], other["diff"]) == (0, 0, 0.0)
-    markdown = Path("metrics/report.md").read_text()
+    markdown = REPORT_MD.read_text()
     assert markdown.index("Suite `test`") < markdown.index("Suite `handwritten`")
 
 
 def test_a_suite_missing_for_one_model_fails_naming_it(workspace, capsys):
-    Path("params.yaml").write_text("report: {seed: 0, bootstrap_samples: 200}\neval: {suites: [test, handwritten]}\n")
+    Path("params.yaml").write_text("report: {seed: 0, bootstrap_samples: 200}\nevaluate: {suites: [test, handwritten]}\n")
     for model in ("base", "sft"):
         _write_outcomes(model, range(10), suite="handwritten")
     with pytest.raises(SystemExit) as exc:
         report.main()
     assert exc.value.code == 2
-    assert "data/eval/dpo-handwritten.jsonl" in capsys.readouterr().err
-    assert not [p for p in OUTPUTS if Path(p).exists()]
+    assert str(outcomes_path("dpo", "handwritten")) in capsys.readouterr().err
+    assert not [p for p in OUTPUTS if p.exists()]

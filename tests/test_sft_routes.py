@@ -12,10 +12,11 @@ from stages.lib.backtranslate import backtranslate, end_phrase_of, satisfied
 from stages.lib.curated import read_constraints
 from stages.lib.findings import finding, findings
 from stages.lib.generation import Sample
+from stages.lib.paths import CONSTRAINTS
 from stages.lib.prompts import REVISED, RevisionShot, revision_prompt
 from stages.lib.records import Instruction, Task
 from stages.lib.revision import pick_revision_shots
-from stages.lib.sft_routes import backtranslate_failures, best, passing_by_k, revise_failures, sample_until_pass
+from stages.lib.sft_routes import backtranslate_failures, best, passing_by_samples, revise_failures, sample_until_pass
 
 ROOT = Path(__file__).resolve().parents[1]
 TASK = Task(task_id="ex-900", category="explanation", text="Explain why the sky looks blue on a clear day.")
@@ -51,17 +52,19 @@ def scripted(responses: dict[str, list[str]]):
 
 def test_sampling_stops_at_the_first_passing_round_and_never_passes_a_failure():
     sampler = scripted({"sample": [FAILING, FAILING, PASSING]})
-    attempts = sample_until_pass(sampler, [LOWER_NO_COMMA], ["p"], k=2, k_max=8, seed=0, delimiter="###")[0]
+    attempts = sample_until_pass(sampler, [LOWER_NO_COMMA], ["p"], samples_per_prompt=2, max_samples_per_prompt=8, seed=0,
+                                 delimiter="###")[0]
     assert len(sampler.calls) == 3 and len(attempts) == 6  # rounds 1-2 failed, round 3 passed, then it stopped
     assert [a.passes for a in attempts] == [False] * 4 + [True] * 2
     assert len({seed for _, seed, _ in sampler.calls}) == 3  # each round draws with its own seed
     assert best(attempts).cleaned.text == PASSING
-    assert passing_by_k([attempts], 2, 8) == {"2": 0.0, "4": 0.0, "6": 1.0, "8": 1.0}
+    assert passing_by_samples([attempts], 2, 8) == {"2": 0.0, "4": 0.0, "6": 1.0, "8": 1.0}
 
 
-def test_sampling_gives_up_at_k_max():
+def test_sampling_gives_up_at_max_samples_per_prompt():
     sampler = scripted({"sample": [FAILING]})
-    attempts = sample_until_pass(sampler, [LOWER_NO_COMMA], ["p"], k=3, k_max=7, seed=0, delimiter="###")[0]
+    attempts = sample_until_pass(sampler, [LOWER_NO_COMMA], ["p"], samples_per_prompt=3, max_samples_per_prompt=7, seed=0,
+                                 delimiter="###")[0]
     assert [n for _, _, n in sampler.calls] == [3, 3, 1] and len(attempts) == 7
     assert not any(a.passes for a in attempts)
     assert best(attempts).score.strict_fraction < 1.0  # the closest miss, still a miss
@@ -119,7 +122,7 @@ def test_revision_prompt_shows_the_worked_examples_that_fix_the_failing_ids():
 # --- back-translation -------------------------------------------------------------------------------------
 
 
-CONFIG = read_constraints(ROOT / "data/constraints.yaml")
+CONFIG = read_constraints(ROOT / CONSTRAINTS)
 
 
 def test_backtranslated_constraints_really_hold():

@@ -13,13 +13,14 @@ import pytest
 import yaml
 
 from stages.lib import checkers, compose, constraint_draw, constraint_schema, near_duplicates
-from stages.lib.params import InstructionsParams
+from stages.lib.params import MakeInstructionsParams
+from stages.lib.paths import CONSTRAINTS, TASKS, suite_path
 from stages.lib.records import Instruction, Task, read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
-SUITE = ROOT / "data/suites/handwritten.jsonl"
+SUITE = ROOT / suite_path("handwritten")
 NGRAM = 6  # a shared run of six words means a template was copied, not merely that both say "your answer"
-THRESHOLD = InstructionsParams().near_duplicate_threshold
+THRESHOLD = MakeInstructionsParams().near_duplicate_threshold
 
 
 @pytest.fixture(scope="module")
@@ -29,12 +30,12 @@ def suite() -> list[Instruction]:
 
 @pytest.fixture(scope="module")
 def tasks() -> list[Task]:
-    return read_jsonl(ROOT / "data/tasks.jsonl", Task)
+    return read_jsonl(ROOT / TASKS, Task)
 
 
 @pytest.fixture(scope="module")
 def config() -> constraint_schema.ConstraintConfig:
-    raw = yaml.safe_load((ROOT / "data/constraints.yaml").read_text())
+    raw = yaml.safe_load((ROOT / CONSTRAINTS).read_text())
     return constraint_schema.parse_constraints(raw, checkers.SUPPORTED_IDS)
 
 

@@ -1,22 +1,26 @@
 """DPO: the two variants differ only in their starting point; the adapter's manifest names it."""
 import json
 
+import pytest
+import torch
 import yaml
 from conftest import ROOT
 
 from stages.lib.dpo_setup import dpo_setup
 from stages.lib.hardware import resolve_precision
+from stages.lib.logprobs import install_label_logprob_head, label_log_probs
 from stages.lib.params import load_params
+from stages.lib.paths import DPO_ADAPTER, SFT_ADAPTER, metrics_path
 
 
 def test_sft_dpo_and_dpo_only_differ_only_in_the_starting_point():
     params = load_params(ROOT / "params.yaml")
     precision = resolve_precision("float32")
-    from_sft = dpo_setup(params.dpo.model_copy(update={"init": "sft"}), precision, "/tmp/out")
-    from_base = dpo_setup(params.dpo.model_copy(update={"init": "base"}), precision, "/tmp/out")
+    from_sft = dpo_setup(params.train_dpo.model_copy(update={"init": "sft"}), precision, "/tmp/out")
+    from_base = dpo_setup(params.train_dpo.model_copy(update={"init": "base"}), precision, "/tmp/out")
     assert from_sft.config_kwargs == from_base.config_kwargs
     assert from_sft.lora == from_base.lora
-    assert [str(p) for p in from_sft.start_adapters] == ["models/sft"] and from_base.start_adapters == []
+    assert from_sft.start_adapters == [SFT_ADAPTER] and from_base.start_adapters == []
 
     from trl import DPOConfig
 
@@ -26,22 +30,18 @@ def test_sft_dpo_and_dpo_only_differ_only_in_the_starting_point():
 
 def test_dpo_dependency_follows_init():
     stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["train_dpo"]
-    assert "models/${dpo.init}" in stage["deps"] and "models/sft" not in stage["deps"]
+    assert "models/${train_dpo.init}" in stage["deps"] and SFT_ADAPTER.as_posix() not in stage["deps"]
 
 
+@pytest.mark.slow
 def test_adapter_manifest_names_its_init(tiny_pipeline):
-    manifest = json.loads((tiny_pipeline / "models/dpo/manifest.json").read_text())
-    assert manifest["init"] == "sft" and manifest["start_adapters"] == ["models/sft"]
-    metrics = json.loads((tiny_pipeline / "metrics/train_dpo.json").read_text())
+    manifest = json.loads((tiny_pipeline / DPO_ADAPTER / "manifest.json").read_text())
+    assert manifest["init"] == "sft" and manifest["start_adapters"] == [SFT_ADAPTER.as_posix()]
+    metrics = json.loads((tiny_pipeline / metrics_path("train_dpo")).read_text())
     assert metrics["init"] == "sft" and "rewards_margins_last" in metrics and "loss_last" in metrics
 
 
 # --- the log-probability head and the lean trainer ---------------------------------------------------------------
-
-import pytest  # noqa: E402
-import torch  # noqa: E402
-
-from stages.lib.logprobs import install_label_logprob_head, label_log_probs  # noqa: E402
 
 ALL_OUTPUTS = ("log_probs", "entropy", "log_sum_sq_probs", "mean_logits", "is_top1")
 
@@ -105,6 +105,7 @@ def test_label_head_gives_what_trls_head_gives(tiny_hf_dir):
     assert plain.logits.shape == (3, 12, ours.config.vocab_size)
 
 
+@pytest.mark.slow
 def test_lean_trainer_precomputes_the_reference_as_trl_does_and_groups_pairs_by_length(tiny_base, tmp_path):
     """Reference log-probabilities, computed once before training with the adapter off, equal TRL's own
     precompute; batches are drawn from pairs of similar length."""
@@ -120,7 +121,8 @@ def test_lean_trainer_precomputes_the_reference_as_trl_does_and_groups_pairs_by_
     pairs = [{"prompt": f"Instruction: say {i}.\nResponse:", "chosen": " " + words[i % 5],
               "rejected": " " + words[(i + 2) % 5] * (1 + i % 3)} for i in range(16)]
     params = load_params(ROOT / "params.yaml")
-    setup = dpo_setup(params.dpo.model_copy(update={"init": "base", "batch_size": 4}), precision, str(tmp_path))
+    setup = dpo_setup(params.train_dpo.model_copy(update={"init": "base", "batch_size": 4}), precision,
+                      str(tmp_path))
     trainers = {}
     for name, trainer_class, sampler in (("trl", DPOTrainer, "random"), ("ours", LeanDPOTrainer, "group_by_length")):
         config = DPOConfig(**(setup.config_kwargs | {"precompute_ref_log_probs": True,

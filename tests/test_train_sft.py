@@ -2,14 +2,16 @@
 import json
 
 import pytest
-import torch
 import yaml
-from conftest import ROOT, run_stage, write_params
+from conftest import ROOT, run_stage
 from tiny_model import build_tokenizer
 
 from stages.lib.hardware import resolve_precision
 from stages.lib.loader import load_model, load_tokenizer
-from stages.lib.params import SftParams as SFTParams
+from stages.lib.params import TrainSftParams
+from stages.lib.paths import (
+    BASE_MODEL, DPO_ADAPTER, PREFS_DIR, SFT_ADAPTER, SFT_DATA, SFT_DATA_DIR, metrics_path, stage_files,
+)
 from stages.lib.sft_tokenize import tokenize_prompt_completion
 from stages.lib.training import common_args, lora_config, sft_config
 
@@ -21,7 +23,7 @@ def _trainer(model, tokenizer, records, tmp_path, **overrides):
     from datasets import Dataset
     from trl import SFTTrainer
 
-    sft = SFTParams(**({"batch_size": 2, "max_steps": 1} | overrides))
+    sft = TrainSftParams(**({"batch_size": 2, "max_steps": 1} | overrides))
     args = sft_config(sft, resolve_precision("float32"), str(tmp_path / "out"), has_eval=False)
     examples = [tokenize_prompt_completion(tokenizer, p, c, sft.max_length) for p, c in records]
     return SFTTrainer(model=model, args=args, processing_class=tokenizer, peft_config=lora_config(sft.lora),
@@ -57,6 +59,7 @@ def test_mask_is_exact_even_when_the_tokenizer_merges_across_the_boundary(tiny_b
     _assert_mask_exact(trainer, tokenizer, PROMPT, COMPLETION)
 
 
+@pytest.mark.slow
 def test_a_few_steps_lower_the_loss(tiny_base, tmp_path):
     tokenizer = load_tokenizer(tiny_base)
     model = load_model(tiny_base, resolve_precision("float32"))
@@ -68,6 +71,7 @@ def test_a_few_steps_lower_the_loss(tiny_base, tmp_path):
     assert after < before - 0.1
 
 
+@pytest.mark.slow
 def test_dvclive_curves_exist_where_dvc_yaml_plots_point(tiny_pipeline):
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     for stage, curve in [("train_sft", "loss.tsv"), ("train_dpo", "rewards/margins.tsv")]:
@@ -78,28 +82,30 @@ def test_dvclive_curves_exist_where_dvc_yaml_plots_point(tiny_pipeline):
         assert "step" in header
 
 
+@pytest.mark.slow
 def test_stage_outputs_adapter_manifest_and_metrics(tiny_pipeline):
-    adapter = tiny_pipeline / "models/sft"
+    adapter = tiny_pipeline / SFT_ADAPTER
     assert (adapter / "adapter_model.safetensors").is_file()
     manifest = json.loads((adapter / "manifest.json").read_text())
     assert manifest["precision"]["dtype"] == "float32" and manifest["gradient_checkpointing"] is False
-    metrics = json.loads((tiny_pipeline / "metrics/train_sft.json").read_text())
+    metrics = json.loads((tiny_pipeline / metrics_path("train_sft")).read_text())
     for key in ("train_loss_first", "train_loss_last", "eval_loss_before", "eval_loss_after", "tokens_seen",
                 "tokens_per_s", "wall_s"):
         assert metrics[key] is not None, key
     assert metrics["tokens_seen"] > 0
 
 
+@pytest.mark.slow
 def test_retraining_with_the_same_inputs_gives_byte_identical_adapters(tiny_pipeline, tmp_path):
     """An adapter directory holds only what the inputs determine (weights, config, a manifest without
     timings), so when a stage reruns and trains the same adapter, DVC sees the same hash and the stages
     after it are not rerun."""
     import shutil
 
-    for rel in ("models/base", "data/sft", "data/prefs", "params.yaml"):
+    for rel in (BASE_MODEL, SFT_DATA_DIR, PREFS_DIR, "params.yaml"):
         copy = shutil.copytree if (tiny_pipeline / rel).is_dir() else shutil.copy
         copy(tiny_pipeline / rel, tmp_path / rel)
-    for stage, out in [("train_sft", "models/sft"), ("train_dpo", "models/dpo")]:
+    for stage, out in [("train_sft", SFT_ADAPTER), ("train_dpo", DPO_ADAPTER)]:
         result = run_stage(stage, tmp_path)
         assert result.returncode == 0, result.stderr[-2000:]
         files = sorted(p.relative_to(tmp_path / out) for p in (tmp_path / out).rglob("*") if p.is_file())
@@ -109,15 +115,16 @@ def test_retraining_with_the_same_inputs_gives_byte_identical_adapters(tiny_pipe
             assert (tmp_path / out / rel).read_bytes() == (tiny_pipeline / out / rel).read_bytes(), f"{out}/{rel}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("problem", ["no_completion", "empty", "missing"])
 def test_bad_sft_data_is_a_clear_error_with_no_output(tmp_path, tiny_pipeline, problem):
     import shutil
 
-    shutil.copytree(tiny_pipeline / "models/base", tmp_path / "models/base")
+    shutil.copytree(tiny_pipeline / BASE_MODEL, tmp_path / BASE_MODEL)
     shutil.copy(tiny_pipeline / "params.yaml", tmp_path / "params.yaml")
-    data = tmp_path / "data/sft/train.jsonl"
+    data = tmp_path / SFT_DATA
     data.parent.mkdir(parents=True)
-    good = (tiny_pipeline / "data/sft/train.jsonl").read_text().splitlines()
+    good = (tiny_pipeline / SFT_DATA).read_text().splitlines()
     if problem == "no_completion":
         rec = json.loads(good[1])
         del rec["completion"]
@@ -127,8 +134,8 @@ def test_bad_sft_data_is_a_clear_error_with_no_output(tmp_path, tiny_pipeline, p
     result = run_stage("train_sft", tmp_path)
     assert result.returncode == 2
     expected = {"no_completion": "train.jsonl:2", "empty": "empty", "missing": "file not found"}[problem]
-    assert expected in result.stderr and "data/sft/train.jsonl" in result.stderr
-    assert not (tmp_path / "models/sft").exists() and not (tmp_path / "metrics/train_sft.json").exists()
+    assert expected in result.stderr and str(SFT_DATA) in result.stderr
+    assert not (tmp_path / SFT_ADAPTER).exists() and not (tmp_path / metrics_path("train_sft")).exists()
 
 
 def test_precision_is_never_left_to_trl_defaults():
@@ -136,40 +143,42 @@ def test_precision_is_never_left_to_trl_defaults():
 
     # A CPU without native bf16: fp32 (bf16 matrix products there are ~100x slower), no checkpointing.
     cpu = resolve_precision(cuda_available=False, cpu_bf16=False)
-    args = SFTConfig(**common_args(SFTParams(), cpu, "/tmp/x", has_eval=False))
+    args = SFTConfig(**common_args(TrainSftParams(), cpu, "/tmp/x", has_eval=False))
     assert args.bf16 is False and args.activation_checkpointing is False
     # A CPU with AMX / AVX512-BF16: bf16, still no checkpointing (memory is not what limits a CPU run).
     amx = resolve_precision(cuda_available=False, cpu_bf16=True)
-    args = SFTConfig(**common_args(SFTParams(), amx, "/tmp/x", has_eval=False))
+    args = SFTConfig(**common_args(TrainSftParams(), amx, "/tmp/x", has_eval=False))
     assert args.bf16 is True and args.activation_checkpointing is False
     gpu = resolve_precision("auto", "4bit", cuda_available=True, cuda_bf16=True)
-    kwargs = common_args(SFTParams(), gpu, "/tmp/x", has_eval=False)
+    kwargs = common_args(TrainSftParams(), gpu, "/tmp/x", has_eval=False)
     assert kwargs["bf16"] is True and kwargs["activation_checkpointing"] is True
 
 
 def _sft_project(tiny_pipeline, directory, **sft):
     import shutil
 
-    for rel in ("models/base", "data/sft"):
+    for rel in (BASE_MODEL, SFT_DATA_DIR):
         shutil.copytree(tiny_pipeline / rel, directory / rel)
     params = yaml.safe_load((tiny_pipeline / "params.yaml").read_text())
-    params["sft"].update(sft)
+    params["train_sft"].update(sft)
     (directory / "params.yaml").write_text(yaml.safe_dump(params))
     return directory
 
 
+@pytest.mark.slow
 def test_truncation_that_leaves_no_completion_names_the_record(tiny_pipeline, tmp_path):
-    """sft.max_length shorter than a prompt masks every completion token of that record (TRL would drop it
+    """train_sft.max_length shorter than a prompt masks every completion token of that record (TRL would drop it
     without a count): an error naming the record and the key to raise, before any training."""
     project = _sft_project(tiny_pipeline, tmp_path, max_length=8)
-    first_key = json.loads((project / "data/sft/train.jsonl").read_text().splitlines()[0])["key"]
+    first_key = json.loads((project / SFT_DATA).read_text().splitlines()[0])["key"]
     result = run_stage("train_sft", project)
     assert result.returncode == 2, result.stderr[-3000:]
-    assert f"sft.max_length=8: SFT record key {first_key!r} has a" in result.stderr
-    assert "raise sft.max_length above" in result.stderr and "Traceback" not in result.stderr
-    assert not (project / "models/sft").exists() and not (project / "metrics/train_sft.json").exists()
+    assert f"train_sft.max_length=8: SFT record key {first_key!r} has a" in result.stderr
+    assert "raise train_sft.max_length above" in result.stderr and "Traceback" not in result.stderr
+    assert not (project / SFT_ADAPTER).exists() and not (project / metrics_path("train_sft")).exists()
 
 
+@pytest.mark.slow
 def test_a_non_finite_loss_stops_training_and_saves_nothing(tiny_pipeline, tmp_path):
     """A base model with one NaN weight (a corrupt download, or a learning rate that diverged) makes the loss
     NaN: training stops at the first logged step instead of running on, no adapter, no metrics and no
@@ -177,18 +186,18 @@ def test_a_non_finite_loss_stops_training_and_saves_nothing(tiny_pipeline, tmp_p
     from safetensors.torch import load_file, save_file
 
     project = _sft_project(tiny_pipeline, tmp_path, max_steps=6, logging_steps=1, eval_fraction=0.0)
-    weights = project / "models/base/model.safetensors"
+    weights = project / BASE_MODEL / "model.safetensors"
     tensors = load_file(weights)
     tensors["model.layers.0.self_attn.q_proj.weight"][0, 0] = float("nan")
     save_file(tensors, weights, metadata={"format": "pt"})
-    (project / "metrics/train_sft").mkdir(parents=True)
-    (project / "metrics/train_sft/notes.md").write_text("mine")
+    (project / stage_files("train_sft")).mkdir(parents=True)
+    (project / stage_files("train_sft") / "notes.md").write_text("mine")
 
     result = run_stage("train_sft", project)
     assert result.returncode == 2, result.stderr[-3000:]
     assert "sft: the training loss became nan at step 1; training stopped and no adapter was saved" in result.stderr
-    assert not (project / "models/sft").exists() and not (project / "metrics/train_sft.json").exists()
+    assert not (project / SFT_ADAPTER).exists() and not (project / metrics_path("train_sft")).exists()
     logged = [line for line in (result.stdout + result.stderr).splitlines() if "{'loss':" in line]
     assert len(logged) == 1 and "'loss': 'nan'" in logged[0], logged  # step 1: the 5 steps after it never ran
-    assert not (project / "metrics/train_sft/plots").exists()  # no curves of a failed run
-    assert (project / "metrics/train_sft/notes.md").read_text() == "mine"
+    assert not (project / stage_files("train_sft") / "plots").exists()  # no curves of a failed run
+    assert (project / stage_files("train_sft") / "notes.md").read_text() == "mine"

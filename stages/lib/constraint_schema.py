@@ -11,6 +11,7 @@ from typing import Any, Iterable, Optional
 from pydantic import Field, ValidationError, model_validator
 
 from .errors import UserError
+from .paths import CONSTRAINTS
 from .schema import Strict, describe_errors
 
 
@@ -79,7 +80,7 @@ class ConstraintConfig(Strict):
 
 
 
-def parse_constraints(raw: object, supported_ids: Iterable[str], source: str = "data/constraints.yaml") -> ConstraintConfig:
+def parse_constraints(raw: object, supported_ids: Iterable[str], source: str = str(CONSTRAINTS)) -> ConstraintConfig:
     """Validate the parsed YAML; every problem names ``source`` and the id or key at fault."""
     if not isinstance(raw, dict):
         raise UserError(f"{source}: expected a mapping with 'instructions' (and optionally 'conflicts')")

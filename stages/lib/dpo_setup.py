@@ -1,7 +1,7 @@
 """The DPO training setup, built from params so that SFT->DPO and DPO-only differ only in the start.
 
-``dpo.init: sft`` merges the SFT adapter into a fresh base and trains a new adapter on top; the
-reference is that merged model with the new adapter disabled. ``dpo.init: base`` trains the adapter
+``train_dpo.init: sft`` merges the SFT adapter into a fresh base and trains a new adapter on top; the
+reference is that merged model with the new adapter disabled. ``train_dpo.init: base`` trains the adapter
 on the base; the reference is the base. In both the reference is the policy's own frozen weights
 (PEFT's adapter switched off), so there is never a second full copy of the model.
 """
@@ -11,10 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .hardware import Precision
-from .params import DpoParams
+from .params import TrainDpoParams
+from .paths import model_dir
 from .training import common_args, lora_config
-
-SFT_ADAPTER = Path("models/sft")
 
 
 @dataclass
@@ -25,7 +24,7 @@ class DpoSetup:
     lora: object  # peft.LoraConfig
 
 
-def dpo_setup(dpo: DpoParams, precision: Precision, output_dir: str) -> DpoSetup:
+def dpo_setup(dpo: TrainDpoParams, precision: Precision, output_dir: str) -> DpoSetup:
     config_kwargs = common_args(dpo, precision, output_dir, has_eval=False) | dict(
         beta=dpo.beta,
         loss_type=[dpo.loss_type],
@@ -35,7 +34,7 @@ def dpo_setup(dpo: DpoParams, precision: Precision, output_dir: str) -> DpoSetup
     )
     return DpoSetup(
         init=dpo.init,
-        start_adapters=[SFT_ADAPTER] if dpo.init == "sft" else [],
+        start_adapters=[] if dpo.init == "base" else [model_dir(dpo.init)],  # the model init names
         config_kwargs=config_kwargs,
         lora=lora_config(dpo.lora),
     )

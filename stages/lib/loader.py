@@ -12,6 +12,7 @@ import importlib.util
 from pathlib import Path
 from typing import Sequence
 
+from .adapters import ADAPTER_CONFIG, has_adapter
 from .base_model import read_base_manifest
 from .errors import UserError
 from .hardware import Precision
@@ -108,9 +109,8 @@ def apply_adapters(model, adapter_dirs: Sequence[str | Path], *, merge_all: bool
     from peft import PeftModel  # imported only when there is an adapter to apply (it pulls in bitsandbytes)
 
     for i, adapter_dir in enumerate(adapter_dirs):
-        adapter_dir = Path(adapter_dir)
-        if not (adapter_dir / "adapter_config.json").is_file():
-            raise UserError(f"{adapter_dir}: no LoRA adapter here (adapter_config.json missing); run its training stage")
+        if not has_adapter(adapter_dir):
+            raise UserError(f"{adapter_dir}: no LoRA adapter here ({ADAPTER_CONFIG} missing); run its training stage")
         model = PeftModel.from_pretrained(model, adapter_dir, is_trainable=False)
         if merge_all or i < len(adapter_dirs) - 1:
             model = model.merge_and_unload()

@@ -6,7 +6,7 @@ generous (far beyond any run this pipeline is sized for) and exist to catch typo
 model is loaded.
 
 params.yaml is read as YAML 1.2, with the parser DVC itself uses (ruamel.yaml's safe loader): DVC
-writes ``-S sft.learning_rate=1e-5`` as ``1e-05``, which YAML 1.1 (PyYAML) reads as a string, and
+writes ``-S train_sft.learning_rate=1e-5`` as ``1e-05``, which YAML 1.1 (PyYAML) reads as a string, and
 reads ``yes`` or ``010`` differently from YAML 1.1. Parsing as DVC does means the stage runs with the
 values dvc.lock records.
 """
@@ -15,17 +15,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import UserError
+from .schema import describe_errors
+from .schema import Strict as StrictSchema
 
 EMBEDDED_MODEL = "embedded:SmolLM2-135M-Instruct"
 
 
-class Strict(BaseModel):
-    # extra="forbid" is what turns a misspelt key into an error instead of a silently ignored knob;
+class Strict(StrictSchema):
+    # Params are stricter than the data schemas: no coercion (the string "8" is not a batch size), and
     # allow_inf_nan=False refuses .inf / .nan, which pass every `gt`/`ge` bound.
-    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+    model_config = ConfigDict(strict=True, allow_inf_nan=False)
 
 
 # numpy and torch seed generators take 0 .. 2**32 - 1; anything else fails deep inside a trainer.
@@ -44,7 +46,7 @@ class ModelParams(Strict):
     threads: int = Field(0, ge=0, le=4096, description="torch threads; 0 means one per usable core")
 
 
-class InstructionsParams(Strict):
+class MakeInstructionsParams(Strict):
     seed: Seed = 0
     n_train: int = Field(400, ge=1, le=10_000_000)
     n_dev: int = Field(120, ge=1, le=10_000_000, description="held-out prompts for choosing defaults")
@@ -56,10 +58,11 @@ class InstructionsParams(Strict):
     near_duplicate_threshold: float = Field(0.85, gt=0.0, le=1.0)
 
 
-class GenerateParams(Strict):
+class GenerateSftParams(Strict):
     seed: Seed = 0
-    k: int = Field(2, ge=1, le=256, description="samples per instruction and round")
-    k_max: int = Field(4, ge=1, le=256, description="samples at most per instruction: rounds go on while none passes")
+    samples_per_prompt: int = Field(2, ge=1, le=256, description="samples per instruction and round")
+    max_samples_per_prompt: int = Field(4, ge=1, le=256,
+                                        description="samples at most per instruction: rounds go on while none passes")
     n_shots: int = Field(3, ge=0, le=8)
     max_new_tokens: Tokens = 160
     temperature: float = Field(0.7, ge=0.0, le=100.0)
@@ -71,20 +74,21 @@ class GenerateParams(Strict):
     revise_samples: int = Field(2, ge=1, le=16, description="revisions drawn per failing draft and round")
     backtranslate: bool = True
     placeholder_fallback: bool = False
-    max_placeholder_rate: float = Field(0.2, ge=0.0, le=1.0)
+    max_failed_rate: float = Field(0.2, ge=0.0, le=1.0, description="instructions with no passing response")
     min_kept_pass_rate: float = Field(0.95, ge=0.0, le=1.0)
 
     @model_validator(mode="after")
     def _rounds(self):
-        if self.k > self.k_max:
-            raise ValueError(f"k ({self.k}) must not exceed k_max ({self.k_max})")
+        if self.samples_per_prompt > self.max_samples_per_prompt:
+            raise ValueError(f"samples_per_prompt ({self.samples_per_prompt}) must not exceed max_samples_per_prompt "
+                             f"({self.max_samples_per_prompt})")
         return self
 
 
 class LoraParams(Strict):
     r: int = Field(16, ge=1, le=4096)
     alpha: int = Field(32, ge=1, le=65_536)
-    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
     target_modules: list[str] | Literal["all-linear"] = "all-linear"
 
     @field_validator("target_modules")
@@ -97,7 +101,7 @@ class LoraParams(Strict):
 
 
 class TrainParams(Strict):
-    """Settings shared by SFT and DPO training."""
+    """Settings shared by SFT and DPO training. Where the two differ in default, the subclass says so."""
 
     lora: LoraParams = LoraParams()
     learning_rate: float = Field(2e-4, gt=0.0, le=1.0)
@@ -116,13 +120,16 @@ class TrainParams(Strict):
                                              "`accelerate launch` (configs/accelerate/)")
 
 
-class SftParams(TrainParams):
+class TrainSftParams(TrainParams):
+    epochs: float = Field(2.0, gt=0.0, le=10_000.0)
+    micro_batch_size: int = Field(4, ge=0, le=65_536,
+                                  description="sequences per forward pass on one device; 0 = no accumulation")
     eval_fraction: float = Field(0.1, ge=0.0, lt=1.0)
 
 
-class PrefsParams(Strict):
+class BuildPrefsParams(Strict):
     seed: Seed = 0
-    n_samples: int = Field(4, ge=1, le=256, description="on-policy samples from the SFT model per prompt")
+    samples_per_prompt: int = Field(4, ge=1, le=256, description="on-policy samples from the SFT model per prompt")
     max_new_tokens: Tokens = 160
     temperature: float = Field(0.9, ge=0.0, le=100.0)
     top_p: float = Field(0.95, gt=0.0, le=1.0)
@@ -151,21 +158,22 @@ class PrefsParams(Strict):
         return self
 
 
-class DpoParams(TrainParams):
+class TrainDpoParams(TrainParams):
     init: Literal["sft", "base"] = "sft"
     beta: float = Field(0.1, gt=0.0, le=1000.0)
     loss_type: Literal["sigmoid", "ipo", "hinge"] = "sigmoid"
-    precompute_ref_log_probs: bool = False
-    learning_rate: float = Field(2e-4, gt=0.0, le=1.0)
+    precompute_ref_log_probs: bool = True
+    micro_batch_size: int = Field(2, ge=0, le=65_536,
+                                  description="pairs per forward pass on one device; 0 = no accumulation")
 
 
-class EvalParams(Strict):
+class EvaluateParams(Strict):
     # data/suites/<name>.jsonl, each evaluated for every model (dvc.yaml's evaluate matrix); the report's
     # headline is "test". dev and test are written by make_instructions, handwritten is in git.
     suites: list[Annotated[str, Field(pattern=r"^[a-z0-9_]+$")]] = Field(
         default_factory=lambda: ["test", "handwritten"], min_length=1)
     max_new_tokens: Tokens = 128
-    batch_size: Batch = 16
+    batch_size: Batch = 64
     scoring: Literal["ifeval", "markdown"] = "ifeval"  # checkers.SCORING_MODES
 
     @model_validator(mode="after")
@@ -182,25 +190,16 @@ class ReportParams(Strict):
 
 
 class Params(Strict):
+    """params.yaml: one group per stage, named after it; ``model`` is read by every stage that loads the model."""
+
     model: ModelParams = ModelParams()
-    instructions: InstructionsParams = InstructionsParams()
-    generate: GenerateParams = GenerateParams()
-    sft: SftParams = SftParams()
-    prefs: PrefsParams = PrefsParams()
-    dpo: DpoParams = DpoParams()
-    eval: EvalParams = EvalParams()
+    make_instructions: MakeInstructionsParams = MakeInstructionsParams()
+    generate_sft: GenerateSftParams = GenerateSftParams()
+    train_sft: TrainSftParams = TrainSftParams()
+    build_prefs: BuildPrefsParams = BuildPrefsParams()
+    train_dpo: TrainDpoParams = TrainDpoParams()
+    evaluate: EvaluateParams = EvaluateParams()
     report: ReportParams = ReportParams()
-
-
-def _describe(err: dict) -> str:
-    key = ".".join(str(p) for p in err["loc"]) or "(top level)"
-    kind = err["type"]
-    if kind == "extra_forbidden":
-        return f"{key}: unknown key (check the spelling; allowed keys are in params.yaml's schema, stages/lib/params.py)"
-    ctx = err.get("ctx") or {}
-    if kind == "literal_error":
-        return f"{key}: {err['input']!r} is not allowed; expected {ctx.get('expected')}"
-    return f"{key}: {err['msg']} (got {err.get('input')!r})"
 
 
 def parse_params(raw: object, source: str = "params.yaml") -> Params:
@@ -209,7 +208,9 @@ def parse_params(raw: object, source: str = "params.yaml") -> Params:
     try:
         return Params.model_validate(raw)
     except ValidationError as exc:
-        lines = "\n  ".join(_describe(e) for e in exc.errors())
+        lines = "\n  ".join(describe_errors(
+            exc, show_input=True, unknown_hint="check the spelling; allowed keys are in params.yaml's schema, "
+                                               "stages/lib/params.py"))
         raise UserError(f"{source}: invalid params:\n  {lines}") from None
 
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, ClassVar, Literal, Optional, Type, TypeVar
+from typing import Annotated, ClassVar, Iterable, Literal, Optional, Type, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import UserError
+from .schema import Strict, describe_errors
 
 MAX_DEPTH = 32  # IFEval records nest 3 levels; deeper input is an accident (or an attack on the parser)
 
@@ -27,8 +28,7 @@ def _not_blank(text: str) -> str:
 Text = Annotated[str, Field(min_length=1), AfterValidator(_not_blank)]
 
 
-class Record(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class Record(Strict):
     unique_key: ClassVar[bool] = False  # no two records of a file may share their `key`
 
 
@@ -198,31 +198,34 @@ def read_jsonl(path: str | Path, record_type: Type[R], *, allow_empty: bool = Fa
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: file not found")
+    with path.open("rb") as fh:
+        return parse_records(fh, str(path), record_type, allow_empty=allow_empty)
+
+
+def parse_records(lines: Iterable[bytes], source: str, record_type: Type[R], *, allow_empty: bool = False) -> list[R]:
+    """Records of ``record_type`` from JSONL lines; ``source`` names the file (and revision) in errors."""
     records: list[R] = []
     key_lines: dict[str, int] = {}
-    with path.open("rb") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            raw = parse_json_line(line, f"{path}:{lineno}")
-            if not isinstance(raw, dict):
-                raise UserError(f"{path}:{lineno}: expected a JSON object, got {type(raw).__name__}")
-            try:
-                record = record_type.model_validate(raw)
-            except ValidationError as exc:
-                problems = "; ".join(
-                    f"{'.'.join(map(str, e['loc'])) or 'record'}: {e['msg']}" for e in exc.errors()
-                )
-                raise UserError(f"{path}:{lineno}: invalid {record_type.__name__} record: {problems}") from None
-            if record_type.unique_key:
-                # 1 and "1" are one key once written out, so they count as one here.
-                first = key_lines.setdefault(str(record.key), lineno)
-                if first != lineno:
-                    raise UserError(f"{path}:{lineno}: key {record.key!r} was already used on line {first}; "
-                                    "every record needs its own key")
-            records.append(record)
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        raw = parse_json_line(line, f"{source}:{lineno}")
+        if not isinstance(raw, dict):
+            raise UserError(f"{source}:{lineno}: expected a JSON object, got {type(raw).__name__}")
+        try:
+            record = record_type.model_validate(raw)
+        except ValidationError as exc:
+            problems = "; ".join(describe_errors(exc, root="record"))
+            raise UserError(f"{source}:{lineno}: invalid {record_type.__name__} record: {problems}") from None
+        if record_type.unique_key:
+            # 1 and "1" are one key once written out, so they count as one here.
+            first = key_lines.setdefault(str(record.key), lineno)
+            if first != lineno:
+                raise UserError(f"{source}:{lineno}: key {record.key!r} was already used on line {first}; "
+                                "every record needs its own key")
+        records.append(record)
     if not records and not allow_empty:
-        raise UserError(f"{path}: no records (the file is empty)")
+        raise UserError(f"{source}: no records (the file is empty)")
     return records
 
 

@@ -2,7 +2,7 @@
 
 params.yaml, data/constraints.yaml and every JSONL record are validated by pydantic models derived from
 ``Strict``; ``describe_errors`` turns a ValidationError into lines that name the dotted key at fault, so a
-user sees ``dpo.betta: unknown key`` rather than pydantic's report.
+user sees ``train_dpo.betta: unknown key`` rather than pydantic's report.
 """
 from __future__ import annotations
 

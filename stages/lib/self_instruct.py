@@ -18,7 +18,7 @@ from typing import Callable, Iterable, Optional, Sequence
 
 from .near_duplicates import near_duplicate_pairs, normalise
 from .errors import UserError
-from .params import InstructionsParams
+from .params import MakeInstructionsParams
 from .records import Task
 
 LIST_HEADER = "A numbered list of short, varied requests that people send to a helpful assistant, one per line:"
@@ -128,7 +128,7 @@ def build_prompts(existing: Sequence[Task], rng: random.Random, n_shots: int = 8
 
 
 def generate_candidate_tasks(
-    params: InstructionsParams,
+    params: MakeInstructionsParams,
     count: int,
     *,
     existing: Sequence[Task] = (),
@@ -145,7 +145,7 @@ def generate_candidate_tasks(
         return []
     if generate_fn is None:
         raise UserError(
-            "instructions.self_instruct_count > 0 but no model was given to propose tasks; "
+            "make_instructions.self_instruct_count > 0 but no model was given to propose tasks; "
             "set self_instruct_count: 0 or pass generate_fn"
         )
     if not existing:

@@ -1,4 +1,4 @@
-"""The QC figures of generated SFT data (metrics/sft_data.json), overall and per route (``source``)."""
+"""The QC figures of generated SFT data (metrics/generate_sft.json), overall and per route (``source``)."""
 from __future__ import annotations
 
 import statistics

@@ -1,7 +1,8 @@
 """The routes by which generate_sft turns train instructions into verified SFT examples.
 
-1. Adaptive best-of-k (``sample_until_pass``): every instruction gets ``k`` samples; those with no passing
-   sample get ``k`` more, round after round, until one passes or ``k_max`` samples were drawn.
+1. Adaptive best-of-k (``sample_until_pass``): every instruction gets ``samples_per_prompt`` samples; those
+   with no passing sample get as many more, round after round, until one passes or ``max_samples_per_prompt``
+   samples were drawn.
 2. Critique and revise (``revise_failures``): the base model rewrites its best failing draft, shown the
    checker's findings and worked revisions; a revision is kept only if it passes, checked like any sample.
 3. Constraint back-translation (``backtranslate_failures``): the best finished response is kept with an
@@ -81,14 +82,14 @@ def round_seed(seed: int, round_index: int) -> int:
     return seed * 1000 + round_index
 
 
-def sample_until_pass(sampler: Sampler, instructions: list[Instruction], prompts: list[str], k: int, k_max: int,
-                      seed: int, delimiter: str) -> list[list[Attempt]]:
+def sample_until_pass(sampler: Sampler, instructions: list[Instruction], prompts: list[str], samples_per_prompt: int,
+                      max_samples_per_prompt: int, seed: int, delimiter: str) -> list[list[Attempt]]:
     """All attempts per instruction. Sampling stops for an instruction as soon as one attempt passes."""
     attempts: list[list[Attempt]] = [[] for _ in instructions]
     pending = list(range(len(instructions)))
     round_index = 0
-    while pending and round_index * k < k_max:
-        n = min(k, k_max - round_index * k)
+    while pending and round_index * samples_per_prompt < max_samples_per_prompt:
+        n = min(samples_per_prompt, max_samples_per_prompt - round_index * samples_per_prompt)
         call_seed = round_seed(seed, round_index)
         samples = sampler([prompts[i] for i in pending], call_seed, n)
         for i, drawn in zip(pending, samples):
@@ -98,17 +99,19 @@ def sample_until_pass(sampler: Sampler, instructions: list[Instruction], prompts
     return attempts
 
 
-def passing_by_k(attempts: list[list[Attempt]], k: int, k_max: int) -> dict[str, float]:
-    """Share of instructions with a passing attempt among their first n samples, for n = k, 2k, ... k_max."""
+def passing_by_samples(attempts: list[list[Attempt]], samples_per_prompt: int,
+                       max_samples_per_prompt: int) -> dict[str, float]:
+    """Share of instructions with a passing attempt among their first n samples, for n = samples_per_prompt,
+    twice that, ... up to max_samples_per_prompt."""
     out = {}
-    n = k
+    n = samples_per_prompt
     while True:
-        n = min(n, k_max)
+        n = min(n, max_samples_per_prompt)
         share = sum(any(a.passes for a in per[:n]) for per in attempts) / len(attempts) if attempts else 0.0
         out[str(n)] = round(share, 4)
-        if n >= k_max:
+        if n >= max_samples_per_prompt:
             return out
-        n += k
+        n += samples_per_prompt
 
 
 # --- 2. critique and revise ------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ and the mask is exact by construction: 0 over the prompt, 1 over the completion 
 
 A record whose prompt alone fills ``max_length`` keeps no completion token: it would teach nothing, and
 TRL drops such records without a count. That is an error naming the record, not a silent drop: our SFT
-prompts are short zero-shot instructions, so it means sft.max_length is set too low for the data, and
+prompts are short zero-shot instructions, so it means train_sft.max_length is set too low for the data, and
 dropping records would quietly train on another set than the one data/sft holds.
 """
 from __future__ import annotations
@@ -29,6 +29,6 @@ def tokenize_records(tokenizer, records: list[dict], max_length: int) -> list[di
         if not any(example["completion_mask"]):
             prompt_tokens = len(encode(tokenizer, [record["prompt"]])[0])
             raise UserError(
-                f"sft.max_length={max_length}: SFT record key {record.get('key')!r} has a {prompt_tokens}-token prompt, "
-                f"so truncation leaves none of its completion to learn from; raise sft.max_length above {prompt_tokens}")
+                f"train_sft.max_length={max_length}: SFT record key {record.get('key')!r} has a {prompt_tokens}-token prompt, "
+                f"so truncation leaves none of its completion to learn from; raise train_sft.max_length above {prompt_tokens}")
     return examples

@@ -16,6 +16,7 @@ from pathlib import Path
 from .errors import UserError
 from .hardware import Precision, use_gradient_checkpointing
 from .params import LoraParams, TrainParams
+from .paths import DVCLIVE_CURVES
 
 
 def lora_config(lora: LoraParams):
@@ -106,10 +107,10 @@ def publish_curves(trainer, staged: str | Path, live: Path) -> None:
 
     if not is_main_process(trainer):
         return
-    staged, plots = Path(staged), Path("plots") / "metrics"
-    with atomic_dir(live / plots) as tmp:
-        if (staged / plots).is_dir():
-            shutil.copytree(staged / plots, tmp, dirs_exist_ok=True)
+    staged = Path(staged)
+    with atomic_dir(live / DVCLIVE_CURVES) as tmp:
+        if (staged / DVCLIVE_CURVES).is_dir():
+            shutil.copytree(staged / DVCLIVE_CURVES, tmp, dirs_exist_ok=True)
     for name in ("metrics.json", "params.yaml"):
         if (staged / name).is_file():
             write_text_atomic(live / name, (staged / name).read_text(encoding="utf-8"))
