@@ -215,22 +215,22 @@ def test_bytecode_caches_invalidate_nothing(work_repo):
 # --- 2. Experiments -----------------------------------------------------------------------------------
 
 def test_misspelt_param_key_is_refused(work_repo):
-    """`-S dpo.betta=0.2`: dvc refuses to add a key params.yaml lacks and changes nothing. Forcing the new
-    key (`-S +dpo.betta=0.2`, what dvc suggests) reaches the schema, which names the key: the experiment
+    """`-S train_dpo.betta=0.2`: dvc refuses to add a key params.yaml lacks and changes nothing. Forcing the new
+    key (`-S +train_dpo.betta=0.2`, what dvc suggests) reaches the schema, which names the key: the experiment
     fails, no experiment is recorded and no output is written; what dvc removed before running the stage
     comes back with `dvc checkout`."""
     repo = work_repo
     before = snapshot(repo)
 
-    refused = sh(repo, "dvc", "exp", "run", "-S", "dpo.betta=0.2", check=False)
+    refused = sh(repo, "dvc", "exp", "run", "-S", "train_dpo.betta=0.2", check=False)
     assert refused.returncode != 0
-    assert "dpo.betta" in refused.stderr + refused.stdout
+    assert "train_dpo.betta" in refused.stderr + refused.stdout
     assert snapshot(repo) == before
 
-    forced = sh(repo, "dvc", "exp", "run", "-S", "+dpo.betta=0.2", check=False)
+    forced = sh(repo, "dvc", "exp", "run", "-S", "+train_dpo.betta=0.2", check=False)
     out = forced.stdout + forced.stderr
     assert forced.returncode != 0
-    assert "dpo.betta: unknown key" in out, out[-2000:]
+    assert "train_dpo.betta: unknown key" in out, out[-2000:]
     assert stages_run(forced.stdout) == ["train_dpo"]
     assert sh(repo, "dvc", "exp", "list").stdout.strip() == ""
     after = snapshot(repo)
@@ -355,7 +355,7 @@ def test_killed_training_leaves_nothing_valid(work_repo, tmp_path, capsys):
     out = sh(repo, "dvc", "repro")
     check_rerun_was_exact(before, read_lock(repo), stages_run(out.stdout), {"train_sft"},
                           downstream_closure(repo, {"train_sft"}), repo)
-    assert read_lock(repo)["train_sft"]["params"]["params.yaml"]["sft"]["max_steps"] == 40
+    assert read_lock(repo)["train_sft"]["params"]["params.yaml"]["train_sft"]["max_steps"] == 40
     say(capsys, f"repro after two interrupted runs: {time.monotonic() - start:.0f} s, reran {stages_run(out.stdout)}")
 
 
