@@ -116,7 +116,7 @@ ROWS = {
         then=frozenset({"generate_sft"})),
     "data/tasks.jsonl (a test task)": Row(
         _edit_task("test"), frozenset({"make_instructions"}),
-        frozenset({"report"} | evaluations()), prefix=("make_instructions",),
+        frozenset({"report"} | {f"evaluate@{m}-test" for m in ("base", "sft", "dpo")}), prefix=("make_instructions",),
         then=frozenset(f"evaluate@{m}-test" for m in ("base", "sft", "dpo"))),
     "model.name_or_path": Row(_second_model, frozenset(set(ALL_STAGES) - {"make_instructions", "report"}),
                               frozenset({"report"})),
