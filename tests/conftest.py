@@ -87,14 +87,11 @@ def make_tiny_project(directory: Path, model_dir: Path, **overrides) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_pipeline(tiny_hf_dir, tmp_path_factory) -> Path:
-    """A tiny project run through every stage once, in order; tests read its outputs, never write them."""
-    project = make_tiny_project(tmp_path_factory.mktemp("pipeline") / "project", tiny_hf_dir)
-    evaluations = [("evaluate", ("--model", m, "--suite", s)) for m in ("base", "sft", "dpo") for s in ("test", "handwritten")]
-    for stage, args in [("prepare_base", ()), ("make_instructions", ()), ("generate_sft", ()), ("train_sft", ()),
-                        ("build_prefs", ()), ("train_dpo", ()), *evaluations, ("report", ())]:
-        result = run_stage(stage, project, *args)
-        assert result.returncode == 0, f"{stage} failed:\n{result.stderr[-3000:]}"
-    return project
+    """The tiny project run through every stage once (the session's one reproduced DVC repo, shared with the
+    DVC tests, so the pipeline runs once per session); tests read its outputs, never write them."""
+    from dvc_repos import reproduced_repo  # it imports this module
+
+    return reproduced_repo(tmp_path_factory, tiny_hf_dir).repo
 
 
 PROJECT_FILES = ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", "stages", "configs/accelerate", *DATA_FILES)

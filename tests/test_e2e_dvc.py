@@ -1,15 +1,14 @@
 """End to end on the tiny model with the real dvc in a temporary git repo: repro, two experiments,
 and `dvc metrics diff` comparing DPO-only against SFT->DPO."""
-from conftest import make_dvc_repo, sh, stages_run
-from dvc_repos import ALL_STAGES, evaluations
+from conftest import sh, stages_run
+from dvc_repos import ALL_STAGES, copy_repo, evaluations, reproduced_repo
 
 
-def test_repro_then_sft_dpo_vs_dpo_only(tiny_hf_dir, tmp_path):
-    repo = make_dvc_repo(tmp_path / "repo", tiny_hf_dir)
-
-    first = sh(repo, "dvc", "repro")
-    assert set(stages_run(first.stdout)) == set(ALL_STAGES)
-    sh(repo, "git", "commit", "-qm", "run the pipeline")
+def test_repro_then_sft_dpo_vs_dpo_only(tiny_hf_dir, tmp_path_factory, tmp_path):
+    # The session's one full `dvc repro` of a fresh repo (shared with the other tests, which read copies)
+    reproduced = reproduced_repo(tmp_path_factory, tiny_hf_dir)
+    assert set(reproduced.first_run) == set(ALL_STAGES)
+    repo = copy_repo(reproduced.repo, tmp_path / "repo")
     assert stages_run(sh(repo, "dvc", "repro").stdout) == []  # nothing changed, nothing reruns
 
     sh(repo, "dvc", "exp", "run", "-n", "sft-dpo")
