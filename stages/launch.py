@@ -42,8 +42,8 @@ def read_config(key: str, config: str) -> dict:
     if not path.is_file():
         raise UserError(f"{key}: {config}: file not found (see configs/accelerate/)")
     if ACCELERATE_CONFIGS.resolve() not in path.resolve().parents:
-        raise UserError(f"{key}: {config} is outside {ACCELERATE_CONFIGS}/, which dvc.yaml tracks; copy it there so that "
-                        "editing it reruns training")
+        raise UserError(f"{key}: {config} is outside {ACCELERATE_CONFIGS}/, which dvc.yaml tracks; copy it there so "
+                        "that editing it reruns training")
     settings = read_yaml(path)
     if not isinstance(settings, dict):
         raise UserError(f"{key}: {config}: expected an accelerate config (a mapping)")

@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from tiny_model import build_tiny_model, write_base_manifest  # noqa: E402
 
 from stages.lib.paths import (  # noqa: E402
-    ACCELERATE_CONFIGS, CONSTRAINTS, FEWSHOT, MODELS, TASKS, suite_path,
+    ACCELERATE_CONFIGS, CONSTRAINTS, FEWSHOT, TASKS, suite_path,
 )
 
 
@@ -105,18 +105,15 @@ def make_tiny_project(directory: Path, model_dir: Path, **overrides) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_pipeline(tiny_hf_dir, tmp_path_factory) -> Path:
-    """A tiny project run through every stage once, in order; tests read its outputs, never write them."""
-    project = make_tiny_project(tmp_path_factory.mktemp("pipeline") / "project", tiny_hf_dir)
-    suites = TINY_SETTINGS["evaluate"]["suites"]
-    evaluations = [("evaluate", ("--model", m, "--suite", s)) for m in MODELS for s in suites]
-    for stage, args in [("prepare_base", ()), ("make_instructions", ()), ("generate_sft", ()), ("train_sft", ()),
-                        ("build_prefs", ()), ("train_dpo", ()), *evaluations, ("report", ())]:
-        result = run_stage(stage, project, *args)
-        assert result.returncode == 0, f"{stage} failed:\n{result.stderr[-3000:]}"
-    return project
+    """The tiny project run through every stage once (the session's one reproduced DVC repo, shared with the
+    DVC tests, so the pipeline runs once per session); tests read its outputs, never write them."""
+    from dvc_repos import reproduced_repo  # it imports this module
+
+    return reproduced_repo(tmp_path_factory, tiny_hf_dir).repo
 
 
-PROJECT_FILES = ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", "stages", ACCELERATE_CONFIGS.as_posix(), *DATA_FILES)
+PROJECT_FILES = ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", "stages", ACCELERATE_CONFIGS.as_posix(),
+                 *DATA_FILES)
 
 
 def dvc_env() -> dict:

@@ -11,12 +11,13 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
-from conftest import ROOT, TINY_SETTINGS, make_dvc_repo, sh, stages_run
+from conftest import ROOT, TINY_SETTINGS, dvc_env, make_dvc_repo, sh, stages_run
 
 from stages.lib.paths import MODELS
 
@@ -210,28 +211,49 @@ def experiments_of(show: list) -> dict[str, dict]:
     return found
 
 
+def experiments_running(repo: Path) -> int:
+    """How many queued experiments DVC's own records (.dvc/tmp/exps/run/*/*.run) show running right now."""
+    running = 0
+    for info in (repo / ".dvc/tmp/exps/run").glob("*/*.run"):
+        try:
+            running += json.loads(info.read_text()).get("status") == 2  # TaskStatus.RUNNING
+        except (OSError, ValueError):
+            continue  # being rewritten
+    return running
+
+
 def queued_grid(tmp_path_factory, reproduced) -> dict:
-    """`dvc exp run --queue -S train_dpo.beta=0.05,0.3`, then `dvc queue start`, waited for to the end."""
+    """`dvc exp run --queue -S train_dpo.learning_rate=1e-5,2e-5`, then `dvc queue start -j 2`, waited for to the
+    end, with how many experiments DVC showed running at once (polled every second)."""
     def build():
         repo = copy_repo(reproduced.repo, tmp_path_factory.mktemp("queue") / "repo")
-        queued = sh(repo, "dvc", "exp", "run", "--queue", "-S", "train_dpo.beta=0.05,0.3")
+        queued = sh(repo, "dvc", "exp", "run", "--queue", "-S", "train_dpo.learning_rate=1e-5,2e-5")
         start = time.monotonic()
-        sh(repo, "dvc", "queue", "start")
+        # Not through a pipe: the workers it starts keep their inherited output open until the queue is done.
+        with (repo.parent / "queue.log").open("w") as log:
+            started = subprocess.Popen(["dvc", "queue", "start", "-j", "2"], cwd=repo, env=dvc_env(), stdout=log,
+                                       stderr=subprocess.STDOUT)
+        assert started.wait(timeout=120) == 0, (repo.parent / "queue.log").read_text()
+        most_at_once, timeline = 0, []
         try:
             deadline = start + 900
             while time.monotonic() < deadline:
+                running = experiments_running(repo)
+                most_at_once = max(most_at_once, running)
                 text = sh(repo, "dvc", "queue", "status").stdout
                 states = queue_statuses(text)
+                timeline.append((round(time.monotonic() - start), running, states))
                 if len(states) >= 2 and not {"Queued", "Running"} & set(states):
                     break
-                time.sleep(3)
+                time.sleep(1)
             elapsed = time.monotonic() - start
         finally:
             sh(repo, "dvc", "queue", "stop", check=False)
-            for _ in range(40):  # the worker is a detached process: wait until it has gone
+            for _ in range(60):  # the workers are detached processes: wait until they have gone
                 if re.search(r"Worker status: 0 active, 0 idle", sh(repo, "dvc", "queue", "status").stdout):
                     break
                 time.sleep(0.5)
         names = re.findall(r"Queued experiment '([^']+)'", queued.stdout + queued.stderr)
-        return {"repo": repo, "status": text, "elapsed": round(elapsed, 1), "names": names}
+        return {"repo": repo, "status": text, "elapsed": round(elapsed, 1), "names": names,
+                "most_at_once": most_at_once, "timeline": timeline}
     return memo("queued_grid", build)

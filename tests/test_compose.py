@@ -41,8 +41,9 @@ def test_normalise_lowercases_strips_punctuation_and_collapses_space():
 
 
 def test_similarity_flags_one_word_change_but_not_unrelated_tasks():
-    assert near_duplicates.similarity("What is the capital city of Canada?", "What is the capital city of Peru?") >= 0.85
-    assert near_duplicates.similarity("What is the capital city of Canada?", "Write a haiku about the ocean.") < 0.3
+    canada = "What is the capital city of Canada?"
+    assert near_duplicates.similarity(canada, "What is the capital city of Peru?") >= 0.85
+    assert near_duplicates.similarity(canada, "Write a haiku about the ocean.") < 0.3
 
 
 def test_dedupe_tasks_drops_near_duplicates_and_reports_the_twin():
@@ -140,12 +141,13 @@ def test_small_pool_is_reused_with_new_constraints_never_beyond_it(config):
 
 def test_kwargs_consistency_rules():
     task = Task(task_id="t", category="c", text="Rewrite this without the word very: it was very cold.")
-    assert not constraint_draw.kwargs_consistent(task, ["keywords:forbidden_words"], [{"forbidden_words": ["very", "nice"]}])
+    consistent = constraint_draw.kwargs_consistent
+    assert not consistent(task, ["keywords:forbidden_words"], [{"forbidden_words": ["very", "nice"]}])
     ids = ["startend:end_checker", "punctuation:no_comma"]
     assert not constraint_draw.kwargs_consistent(task, ids, [{"end_phrase": "Thanks, bye."}, {}])
     ids = ["length_constraints:number_sentences", "length_constraints:number_paragraphs"]
-    assert not constraint_draw.kwargs_consistent(task, ids, [{"relation": "less than", "num_sentences": 3}, {"num_paragraphs": 3}])
-    assert constraint_draw.kwargs_consistent(task, ids, [{"relation": "less than", "num_sentences": 4}, {"num_paragraphs": 3}])
+    assert not consistent(task, ids, [{"relation": "less than", "num_sentences": 3}, {"num_paragraphs": 3}])
+    assert consistent(task, ids, [{"relation": "less than", "num_sentences": 4}, {"num_paragraphs": 3}])
 
 
 def test_render_prompt_formats_lists():

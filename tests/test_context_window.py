@@ -20,8 +20,8 @@ def test_the_context_comes_from_the_model_config(tiny):
 
 def test_prompts_that_fit_pass(tiny):
     model, tokenizer = tiny
-    check_prompts_fit(model, tokenizer, ["Instruction: Name a colour.\nResponse:"], 128, budget_key="evaluate.max_new_tokens",
-                      source="eval.jsonl")
+    check_prompts_fit(model, tokenizer, ["Instruction: Name a colour.\nResponse:"], 128,
+                      budget_key="evaluate.max_new_tokens", source="eval.jsonl")
 
 
 def test_over_long_prompts_are_counted_and_named(tiny):

@@ -139,8 +139,8 @@ def test_a_change_reruns_exactly_its_stages(row, work_repo, tmp_path):
     """Each row of the README's recompute table.
 
     Real `dvc repro` (the stages actually rerun): stages/train_dpo.py here; the SFT-hyperparameter row
-    in test_killed_training_leaves_nothing_valid (train_sft.max_steps), train_dpo.beta in
-    test_queued_grid_runs_every_experiment, train_dpo.init in test_e2e_dvc. The real row here then reverts
+    in test_killed_training_leaves_nothing_valid (train_sft.max_steps), train_dpo.learning_rate in
+    test_queued_grid_runs_every_experiment_two_at_a_time, train_dpo.init in test_e2e_dvc. The real row here then reverts
     the change and checks that DVC's run cache restores the earlier outputs without recomputing
     (report aside: see below).
     The other rows use `dvc status` (what the change invalidates) and `dvc repro --dry --force-downstream`
@@ -248,17 +248,21 @@ def grid(tmp_path_factory, reproduced):
     return queued_grid(tmp_path_factory, reproduced)
 
 
-def test_queued_grid_runs_every_experiment(grid, capsys):
-    """Both queued experiments succeed; each reran train_dpo and, where its input changed, what follows it;
-    `dvc exp show --json` lists their train_dpo.beta and their metrics."""
+def test_queued_grid_runs_every_experiment_two_at_a_time(grid, capsys):
+    """`dvc exp run --queue -S train_dpo.learning_rate=1e-5,2e-5` and `dvc queue start -j 2`: DVC writes the rates as
+    `1e-05` and `2e-05` (YAML 1.1 strings, YAML 1.2 numbers); both experiments run side by side in their own
+    workspaces and succeed; each reran train_dpo and, where its input changed, what follows it, never the
+    stages before; `dvc exp show --json` lists each one's rate, as a number, and its metrics."""
     repo = grid["repo"]
     assert len(grid["names"]) == 2
-    assert queue_statuses(grid["status"]) == ["Success", "Success"], grid["status"]
+    assert queue_statuses(grid["status"]) == ["Success", "Success"], grid["status"] + "".join(
+        sh(repo, "dvc", "queue", "logs", n, check=False).stdout[-2000:] for n in grid["names"])
+    assert grid["most_at_once"] == 2, f"the two experiments never ran at the same time: {grid['timeline']}"
 
     exps = experiments_of(json.loads(sh(repo, "dvc", "exp", "show", "--json").stdout))
     assert set(grid["names"]) <= set(exps), exps.keys()
-    betas = sorted(exps[n]["params"]["params.yaml"]["data"]["train_dpo"]["beta"] for n in grid["names"])
-    assert betas == [0.05, 0.3]
+    rates = sorted(exps[n]["params"]["params.yaml"]["data"]["train_dpo"]["learning_rate"] for n in grid["names"])
+    assert rates == [1e-05, 2e-05]
     for name in grid["names"]:
         metrics = exps[name]["metrics"]
         accuracy = metrics[eval_metrics_path("dpo", "test").as_posix()]["data"]["overall"]["prompt_strict"]["accuracy"]
@@ -266,7 +270,7 @@ def test_queued_grid_runs_every_experiment(grid, capsys):
         assert metrics_path("train_dpo").as_posix() in metrics and metrics_path("report").as_posix() in metrics
         ran = set(stages_run(sh(repo, "dvc", "queue", "logs", name).stdout))
         assert "train_dpo" in ran and ran <= {"train_dpo"} | DPO_DOWN, ran
-    say(capsys, f"queued grid train_dpo.beta=0.05,0.3: {grid['elapsed']:.0f} s for both experiments")
+    say(capsys, f"queued grid train_dpo.learning_rate=1e-5,2e-5 with -j 2: {grid['elapsed']:.0f} s for both")
 
 
 # --- 4. Interruption ----------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """Faults, with the real dvc on the tiny pipeline: a kill during prepare_base, a full disk, two `dvc repro`
-at once, a queued learning-rate grid run two at a time, and a `dvc push` killed halfway. Each ends with
+at once, and a `dvc push` killed halfway (a queued grid run two at a time is in test_dvc_workflow.py). Each ends with
 nothing lost, a clear message, and a repo that the next ordinary command brings back to clean.
 
 (A kill at each step of an atomic write, the renames included, is tests/test_io.py.)
@@ -7,7 +7,6 @@ nothing lost, a clear message, and a repo that the next ordinary command brings 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import signal
@@ -19,9 +18,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, dvc_env, run_stage, sh, stages_run, write_params
+from conftest import ROOT, dvc_env, run_stage, sh, write_params
 from dvc_repos import (
-    cache_files, commit_all, copy_repo, experiments_of, outputs_digest, queue_statuses, read_lock, reproduced_repo,
+    cache_files, commit_all, copy_repo, outputs_digest, read_lock, reproduced_repo,
     say, set_param, snapshot, status,
 )
 
@@ -170,12 +169,12 @@ def test_two_repros_at_once(work_repo, tmp_path, capsys):
     """A second `dvc repro` while the first is training: DVC refuses it at once, naming the busy output and
     the process holding it; the first completes; nothing is half written and the pipeline ends clean."""
     repo = work_repo
-    set_param(repo, "train_sft.max_steps", 20)
-    commit_all(repo, "a longer SFT run")
+    set_param(repo, "train_dpo.max_steps", 20)  # the last training stage: the shortest rerun
+    commit_all(repo, "a longer DPO run")
     first = _dvc(repo, "repro", log=tmp_path / "first.log")
     try:
         deadline = time.monotonic() + 300
-        while "Running stage 'train_sft'" not in (tmp_path / "first.log").read_text():
+        while "Running stage 'train_dpo'" not in (tmp_path / "first.log").read_text():
             assert first.poll() is None and time.monotonic() < deadline, (tmp_path / "first.log").read_text()[-2000:]
             time.sleep(0.2)
         second = sh(repo, "dvc", "repro", check=False, timeout=300)
@@ -191,60 +190,6 @@ def test_two_repros_at_once(work_repo, tmp_path, capsys):
     assert status(repo) == {}
     assert [p for p in snapshot(repo) if LEFTOVER.search(p)] == []
     say(capsys, f"second repro: {message.strip().splitlines()[0][:160]}")
-
-
-# --- a learning-rate grid, two experiments at a time ----------------------------------------------------
-
-def _experiments_running(repo: Path) -> int:
-    """How many queued experiments DVC's own records (.dvc/tmp/exps/run/*/*.run) show running right now."""
-    running = 0
-    for info in (repo / ".dvc/tmp/exps/run").glob("*/*.run"):
-        try:
-            running += json.loads(info.read_text()).get("status") == 2  # TaskStatus.RUNNING
-        except (OSError, ValueError):
-            continue  # being rewritten
-    return running
-
-
-def test_queued_learning_rate_grid_runs_two_at_a_time(reproduced, tmp_path, capsys):
-    """`dvc exp run --queue -S train_sft.learning_rate=1e-5,2e-5` then `dvc queue start -j 2`: DVC writes the rates
-    as `1e-05` and `2e-05` (YAML 1.1 strings, YAML 1.2 numbers); both experiments run side by side in their
-    own workspaces and succeed, each with its own learning rate recorded as a number."""
-    repo = copy_repo(reproduced.repo, tmp_path / "repo")
-    queued = sh(repo, "dvc", "exp", "run", "--queue", "-S", "train_sft.learning_rate=1e-5,2e-5")
-    names = re.findall(r"Queued experiment '([^']+)'", queued.stdout + queued.stderr)
-    assert len(names) == 2, queued.stdout + queued.stderr
-    start = time.monotonic()
-    # Not through a pipe: the workers it starts keep their inherited output open until the queue is done.
-    assert _dvc(repo, "queue", "start", "-j", "2", log=tmp_path / "queue.log").wait(timeout=120) == 0
-    most_at_once, timeline = 0, []
-    try:
-        while time.monotonic() < start + 1500:
-            running = _experiments_running(repo)
-            most_at_once = max(most_at_once, running)
-            text = sh(repo, "dvc", "queue", "status").stdout
-            states = queue_statuses(text)
-            timeline.append((round(time.monotonic() - start), running, states))
-            if len(states) >= 2 and not {"Queued", "Running"} & set(states):
-                break
-            time.sleep(1)
-        elapsed = time.monotonic() - start
-    finally:
-        sh(repo, "dvc", "queue", "stop", check=False)
-        for _ in range(60):
-            if re.search(r"Worker status: 0 active, 0 idle", sh(repo, "dvc", "queue", "status").stdout):
-                break
-            time.sleep(0.5)
-    assert queue_statuses(text) == ["Success", "Success"], text + "".join(
-        sh(repo, "dvc", "queue", "logs", n, check=False).stdout[-2000:] for n in names)
-    assert most_at_once == 2, f"the two experiments never ran at the same time: {timeline}"
-    exps = experiments_of(json.loads(sh(repo, "dvc", "exp", "show", "--json").stdout))
-    rates = {n: exps[n]["params"]["params.yaml"]["data"]["train_sft"]["learning_rate"] for n in names}
-    assert sorted(rates.values()) == [1e-05, 2e-05], rates
-    for name in names:
-        ran = stages_run(sh(repo, "dvc", "queue", "logs", name).stdout)
-        assert "train_sft" in ran and "prepare_base" not in ran, ran
-    say(capsys, f"queued grid train_sft.learning_rate=1e-5,2e-5 with -j 2: {elapsed:.0f} s for both")
 
 
 # --- `dvc push` killed halfway --------------------------------------------------------------------------

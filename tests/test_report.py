@@ -113,7 +113,8 @@ def test_mismatched_prompt_keys_fail_without_output(workspace, capsys):
 
 def test_every_suite_is_reported_with_the_test_suite_as_headline(workspace):
     """A second suite where nothing changes: its comparisons sit under suites.<name>, the headline stays test."""
-    Path("params.yaml").write_text("report: {seed: 0, bootstrap_samples: 200}\nevaluate: {suites: [handwritten, test]}\n")
+    Path("params.yaml").write_text("report: {seed: 0, bootstrap_samples: 200}\n"
+                                   "evaluate: {suites: [handwritten, test]}\n")
     for model in MODELS:
         _write_outcomes(model, range(10), suite="handwritten", right={0, 1, 2})
     report.main()
@@ -126,7 +127,8 @@ def test_every_suite_is_reported_with_the_test_suite_as_headline(workspace):
 
 
 def test_a_suite_missing_for_one_model_fails_naming_it(workspace, capsys):
-    Path("params.yaml").write_text("report: {seed: 0, bootstrap_samples: 200}\nevaluate: {suites: [test, handwritten]}\n")
+    Path("params.yaml").write_text("report: {seed: 0, bootstrap_samples: 200}\n"
+                                   "evaluate: {suites: [test, handwritten]}\n")
     for model in ("base", "sft"):
         _write_outcomes(model, range(10), suite="handwritten")
     with pytest.raises(SystemExit) as exc:

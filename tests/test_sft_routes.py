@@ -52,8 +52,8 @@ def scripted(responses: dict[str, list[str]]):
 
 def test_sampling_stops_at_the_first_passing_round_and_never_passes_a_failure():
     sampler = scripted({"sample": [FAILING, FAILING, PASSING]})
-    attempts = sample_until_pass(sampler, [LOWER_NO_COMMA], ["p"], samples_per_prompt=2, max_samples_per_prompt=8, seed=0,
-                                 delimiter="###")[0]
+    attempts = sample_until_pass(sampler, [LOWER_NO_COMMA], ["p"], samples_per_prompt=2, max_samples_per_prompt=8,
+                                 seed=0, delimiter="###")[0]
     assert len(sampler.calls) == 3 and len(attempts) == 6  # rounds 1-2 failed, round 3 passed, then it stopped
     assert [a.passes for a in attempts] == [False] * 4 + [True] * 2
     assert len({seed for _, seed, _ in sampler.calls}) == 3  # each round draws with its own seed
@@ -63,8 +63,8 @@ def test_sampling_stops_at_the_first_passing_round_and_never_passes_a_failure():
 
 def test_sampling_gives_up_at_max_samples_per_prompt():
     sampler = scripted({"sample": [FAILING]})
-    attempts = sample_until_pass(sampler, [LOWER_NO_COMMA], ["p"], samples_per_prompt=3, max_samples_per_prompt=7, seed=0,
-                                 delimiter="###")[0]
+    attempts = sample_until_pass(sampler, [LOWER_NO_COMMA], ["p"], samples_per_prompt=3, max_samples_per_prompt=7,
+                                 seed=0, delimiter="###")[0]
     assert [n for _, _, n in sampler.calls] == [3, 3, 1] and len(attempts) == 7
     assert not any(a.passes for a in attempts)
     assert best(attempts).score.strict_fraction < 1.0  # the closest miss, still a miss

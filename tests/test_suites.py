@@ -157,7 +157,8 @@ def test_template_guard_flags_a_prompt_rendered_from_constraints_yaml(config, ta
     flagged = 0
     for iid, spec in config.instructions.items():
         for phrasing in spec.phrasings:
-            literal_words = max(len(near_duplicates.normalise(lit).split()) for lit, *_ in string.Formatter().parse(phrasing))
+            literal_words = max(len(near_duplicates.normalise(lit).split())
+                                for lit, *_ in string.Formatter().parse(phrasing))
             if literal_words < NGRAM:
                 continue
             prompt = compose.render_prompt(task.text, [phrasing], [constraint_draw.draw_kwargs(spec, task, rng)])

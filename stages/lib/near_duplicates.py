@@ -95,7 +95,8 @@ def check_disjoint(
     """
     shared = sorted({r.task_id for r in train if r.task_id} & {r.task_id for r in eval if r.task_id})
     if shared:
-        raise UserError(f"train and eval share task ids: {', '.join(shared[:10])}" + (" ..." if len(shared) > 10 else ""))
+        more = " ..." if len(shared) > 10 else ""
+        raise UserError(f"train and eval share task ids: {', '.join(shared[:10])}{more}")
     texts = task_texts or {}
     left = _unique_texts(train, texts)
     right = _unique_texts(eval, texts)

@@ -29,6 +29,7 @@ def tokenize_records(tokenizer, records: list[dict], max_length: int) -> list[di
         if not any(example["completion_mask"]):
             prompt_tokens = len(encode(tokenizer, [record["prompt"]])[0])
             raise UserError(
-                f"train_sft.max_length={max_length}: SFT record key {record.get('key')!r} has a {prompt_tokens}-token prompt, "
-                f"so truncation leaves none of its completion to learn from; raise train_sft.max_length above {prompt_tokens}")
+                f"train_sft.max_length={max_length}: SFT record key {record.get('key')!r} has a {prompt_tokens}-token "
+                f"prompt, so truncation leaves none of its completion to learn from; raise train_sft.max_length above "
+                f"{prompt_tokens}")
     return examples
