@@ -133,11 +133,11 @@ def main() -> None:
         raise UserError(f"build_prefs.min_margin: no pair reached a margin of {prefs.min_margin}; no pairs written "
                         "(raise build_prefs.samples_per_prompt or lower build_prefs.min_margin)")
     metrics = pair_metrics(pairs, len(records), pass_rate, attempted) | {"wall_s": run.wall_s,
-                                                                           "peak_rss_mb": run.peak_rss_mb,
-                                                                           "environment": environment()}
+                                                                          "peak_rss_mb": run.peak_rss_mb,
+                                                                          "environment": environment()}
     write_jsonl_atomic(PREF_PAIRS, pairs)
     write_json_atomic(PREFS_MANIFEST, build_manifest(stage="build_prefs", adapter=str(SFT_ADAPTER),
-                                               precision=precision.to_dict(), prefs=prefs.model_dump()))
+                                                     precision=precision.to_dict(), prefs=prefs.model_dump()))
     write_json_atomic(METRICS, metrics)
     print(f"build_prefs: {metrics['n_pairs']} pairs ({metrics['type_mix']}) from {len(records)} prompts; "
           f"on-policy samples passing: {pass_rate:.1%}; chosen from {metrics['chosen_source']}; {run.wall_s} s")

@@ -2,11 +2,11 @@
 
     python -m stages.make_instructions
 
-Reads params.yaml (make_instructions; model too when self-instruct asks the base model), data/tasks.jsonl and
-data/constraints.yaml; writes data/instructions/train.jsonl and the two held-out suites data/suites/dev.jsonl
-(for choosing defaults) and data/suites/test.jsonl (never tuned on). Tasks are split into three disjoint pools before any
-constraint is attached, so no held-out task (or near-duplicate of one) is ever trained on, and dev and
-test share no task either.
+Reads params.yaml (make_instructions; model too when self-instruct asks the base model), data/tasks.jsonl
+and data/constraints.yaml; writes data/instructions/train.jsonl and the two held-out suites
+data/suites/dev.jsonl (for choosing defaults) and data/suites/test.jsonl (never tuned on). Tasks are split
+into three disjoint pools before any constraint is attached, so no held-out task (or near-duplicate of one)
+is ever trained on, and dev and test share no task either.
 """
 from __future__ import annotations
 
