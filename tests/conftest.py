@@ -104,12 +104,45 @@ def make_tiny_project(directory: Path, model_dir: Path, **overrides) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_pipeline(tiny_hf_dir, tmp_path_factory) -> Path:
-    """The tiny project run through every stage once (the session's one reproduced DVC repo, shared with the
-    DVC tests, so the pipeline runs once per session); tests read its outputs, never write them."""
+def tasks():
+    """The curated tasks (data/tasks.jsonl)."""
+    from stages.lib.records import Task, read_jsonl
+
+    return read_jsonl(ROOT / TASKS, Task)
+
+
+@pytest.fixture(scope="session")
+def config():
+    """The curated constraints (data/constraints.yaml), parsed as make_instructions parses them."""
+    import yaml
+
+    from stages.lib import checkers, constraint_schema
+
+    return constraint_schema.parse_constraints(yaml.safe_load((ROOT / CONSTRAINTS).read_text()),
+                                               checkers.SUPPORTED_IDS)
+
+
+@pytest.fixture(scope="session")
+def reproduced(tiny_hf_dir, tmp_path_factory):
+    """The session's one tiny pipeline in a git + DVC repo, reproduced once and committed (read-only)."""
     from dvc_repos import reproduced_repo  # it imports this module
 
-    return reproduced_repo(tmp_path_factory, tiny_hf_dir).repo
+    return reproduced_repo(tmp_path_factory, tiny_hf_dir)
+
+
+@pytest.fixture()
+def work_repo(reproduced, tmp_path) -> Path:
+    """A whole copy of the reproduced repo, for a test that changes it."""
+    from dvc_repos import copy_repo
+
+    return copy_repo(reproduced.repo, tmp_path / "repo")
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(reproduced) -> Path:
+    """The tiny project run through every stage once (the reproduced DVC repo, shared with the DVC tests, so
+    the pipeline runs once per session); tests read its outputs, never write them."""
+    return reproduced.repo
 
 
 PROJECT_FILES = ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", "stages", ACCELERATE_CONFIGS.as_posix(),

@@ -12,17 +12,12 @@ from typing import Callable
 
 import pytest
 from conftest import sh
-from dvc_repos import cache_files, copy_repo, reproduced_repo, say, set_param, snapshot, status
+from dvc_repos import cache_files, copy_repo, say, set_param, snapshot, status
 
 from stages.lib.base_model import BASE_MANIFEST
 from stages.lib.paths import ACCELERATE_CONFIGS, BASE_MODEL, SFT_ADAPTER, SFT_DATA, suite_path
 
 pytestmark = pytest.mark.slow  # the real dvc on the tiny pipeline
-
-
-@pytest.fixture(scope="session")
-def reproduced(tiny_hf_dir, tmp_path_factory):
-    return reproduced_repo(tmp_path_factory, tiny_hf_dir)
 
 
 def _corrupt_params(repo: Path) -> None:

@@ -2,7 +2,6 @@
 (split, constraints, dedupe, leakage check) and self_instruct.py (list prompts and parsing)."""
 import itertools
 import random
-from pathlib import Path
 
 import pytest
 import yaml
@@ -12,21 +11,8 @@ from stages.lib import (
 )
 from stages.lib.errors import UserError
 from stages.lib.params import MakeInstructionsParams
-from stages.lib.paths import CONSTRAINTS, TASKS
-from stages.lib.records import Instruction, Task, dump, read_jsonl
+from stages.lib.records import Instruction, Task, dump
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def tasks() -> list[Task]:
-    return read_jsonl(ROOT / TASKS, Task)
-
-
-@pytest.fixture(scope="module")
-def config() -> constraint_schema.ConstraintConfig:
-    raw = yaml.safe_load((ROOT / CONSTRAINTS).read_text())
-    return constraint_schema.parse_constraints(raw, checkers.SUPPORTED_IDS)
 
 
 def _instr(key, task_id, prompt) -> Instruction:

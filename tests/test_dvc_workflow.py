@@ -21,8 +21,8 @@ import psutil
 import pytest
 from conftest import dvc_env, sh, stages_run
 from dvc_repos import (
-    ALL_STAGES, check_rerun_was_exact, copy_repo, downstream_closure, evaluations, experiments_of, queue_statuses,
-    queued_grid, read_lock, reproduced_repo, say, set_param, snapshot, status,
+    ALL_STAGES, check_rerun_was_exact, downstream_closure, evaluations, experiments_of, queue_statuses,
+    queued_grid, read_lock, say, set_param, snapshot, status,
 )
 from tiny_model import build_tiny_model
 
@@ -32,16 +32,6 @@ from stages.lib.paths import (
 )
 
 pytestmark = pytest.mark.slow  # the real dvc on the tiny pipeline
-
-
-@pytest.fixture(scope="session")
-def reproduced(tiny_hf_dir, tmp_path_factory):
-    return reproduced_repo(tmp_path_factory, tiny_hf_dir)
-
-
-@pytest.fixture()
-def work_repo(reproduced, tmp_path) -> Path:
-    return copy_repo(reproduced.repo, tmp_path / "repo")
 
 
 # --- 1. Exact recompute -------------------------------------------------------------------------------

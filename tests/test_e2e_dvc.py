@@ -2,16 +2,15 @@
 and `dvc metrics diff` comparing DPO-only against SFT->DPO."""
 import pytest
 from conftest import sh, stages_run
-from dvc_repos import ALL_STAGES, copy_repo, evaluations, reproduced_repo
+from dvc_repos import ALL_STAGES, copy_repo, evaluations
 
 from stages.lib.paths import eval_metrics_path, metrics_path
 
 pytestmark = pytest.mark.slow  # the real dvc repro and two experiments
 
 
-def test_repro_then_sft_dpo_vs_dpo_only(tiny_hf_dir, tmp_path_factory, tmp_path):
+def test_repro_then_sft_dpo_vs_dpo_only(reproduced, tmp_path):
     # The session's one full `dvc repro` of a fresh repo (shared with the other tests, which read copies)
-    reproduced = reproduced_repo(tmp_path_factory, tiny_hf_dir)
     assert set(reproduced.first_run) == set(ALL_STAGES)
     repo = copy_repo(reproduced.repo, tmp_path / "repo")
     assert stages_run(sh(repo, "dvc", "repro").stdout) == []  # nothing changed, nothing reruns

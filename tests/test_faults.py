@@ -20,7 +20,7 @@ import pytest
 import yaml
 from conftest import ROOT, dvc_env, run_stage, sh, write_params
 from dvc_repos import (
-    cache_files, commit_all, copy_repo, outputs_digest, read_lock, reproduced_repo,
+    cache_files, commit_all, copy_repo, outputs_digest, read_lock,
     say, set_param, snapshot, status,
 )
 
@@ -29,16 +29,6 @@ from stages.lib.paths import BASE_MODEL, METRICS_DIR, metrics_path
 pytestmark = pytest.mark.slow  # the real dvc, kills and a full disk
 
 LEFTOVER = re.compile(r"(^|/)\.[^/]+\.(tmp|old)(/|$)")
-
-
-@pytest.fixture(scope="session")
-def reproduced(tiny_hf_dir, tmp_path_factory):
-    return reproduced_repo(tmp_path_factory, tiny_hf_dir)
-
-
-@pytest.fixture()
-def work_repo(reproduced, tmp_path) -> Path:
-    return copy_repo(reproduced.repo, tmp_path / "repo")
 
 
 def _dvc(repo: Path, *args: str, log: Path) -> subprocess.Popen:

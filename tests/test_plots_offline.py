@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT, sh
-from dvc_repos import copy_repo, reproduced_repo
+from dvc_repos import copy_repo
 
 from stages.lib.paths import CATEGORY_CSV, MODELS, curves_dir
 
@@ -23,11 +23,6 @@ TOOL = ROOT / "tools" / "offline_plots_template.py"
 CHROMIUM = "/usr/bin/chromium"  # Debian's package; `make test` installs it
 CURVES = tuple((curves_dir(stage) / "loss.tsv").as_posix() for stage in ("train_sft", "train_dpo"))
 ACCURACY = CATEGORY_CSV.as_posix()
-
-
-@pytest.fixture(scope="session")
-def reproduced(tiny_hf_dir, tmp_path_factory):
-    return reproduced_repo(tmp_path_factory, tiny_hf_dir)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import sh
 from dvc_repos import (
-    commit_all, copy_repo, outputs_digest, queued_grid, reproduced_repo, say, status,
+    commit_all, copy_repo, outputs_digest, queued_grid, say, status,
 )
 
 from stages.lib.paths import SFT_ADAPTER
@@ -20,11 +20,6 @@ from stages.lib.paths import SFT_ADAPTER
 pytestmark = pytest.mark.slow  # pushes and pulls with the real dvc
 
 KEY_ID, SECRET = "AKIAFAKEFORTESTS0001", "fake-secret-for-a-loopback-s3-0001"
-
-
-@pytest.fixture(scope="session")
-def reproduced(tiny_hf_dir, tmp_path_factory):
-    return reproduced_repo(tmp_path_factory, tiny_hf_dir)
 
 
 @pytest.fixture(scope="module")

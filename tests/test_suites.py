@@ -10,11 +10,10 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-import yaml
 
 from stages.lib import checkers, compose, constraint_draw, constraint_schema, near_duplicates
 from stages.lib.params import MakeInstructionsParams
-from stages.lib.paths import CONSTRAINTS, TASKS, suite_path
+from stages.lib.paths import suite_path
 from stages.lib.records import Instruction, Task, read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,17 +25,6 @@ THRESHOLD = MakeInstructionsParams().near_duplicate_threshold
 @pytest.fixture(scope="module")
 def suite() -> list[Instruction]:
     return read_jsonl(SUITE, Instruction)
-
-
-@pytest.fixture(scope="module")
-def tasks() -> list[Task]:
-    return read_jsonl(ROOT / TASKS, Task)
-
-
-@pytest.fixture(scope="module")
-def config() -> constraint_schema.ConstraintConfig:
-    raw = yaml.safe_load((ROOT / CONSTRAINTS).read_text())
-    return constraint_schema.parse_constraints(raw, checkers.SUPPORTED_IDS)
 
 
 def _ngrams(text: str, n: int = NGRAM) -> set[tuple[str, ...]]:
