@@ -51,7 +51,7 @@ repro: setup
 	dvc repro
 
 test: setup $(CHROMIUM)
-	python -m pytest -q
+	python -m pytest -q -n "$$(nproc)" --dist loadgroup
 
 bench: setup
 	python -m benchmarks.run

@@ -43,10 +43,16 @@ VARIANTS = {
     "ours, mmap threshold 128 KiB": {"env": {"MALLOC_MMAP_THRESHOLD_": "131072"}},
     "ours, micro-batch 8": MICRO_8,
     "ours, micro-batch 4": {"per_device_train_batch_size": 4, "gradient_accumulation_steps": 2},
+    "ours, micro-batch 2": {"per_device_train_batch_size": 2, "gradient_accumulation_steps": 4},
 
     "ours, TRL's head": {"head": "trl"},
     "ours, reference every step": {"precompute_ref_log_probs": False},
     "ours, random batches": {"train_sampling_strategy": "random"},
+    # PEFT's default: every adapted layer's input cast to the adapter's fp32 (autocast casts it straight back)
+    "ours, LoRA input cast": {"lora_input_cast": True},
+    # TRL's reference pass: the pairs in the dataset's order, 2 a batch (padded to the longer pair)
+    "ours, reference pass in dataset order": {"reference_order": "dataset"},
+    "ours, reference pass 8 pairs a batch": {"precompute_ref_batch_size": 8},
 }
 
 
@@ -77,6 +83,8 @@ def run_variant(name: str, n_pairs: int, dtype: str | None, threads: int | None 
     variant = dict(VARIANTS[name])
     variant.pop("env", None)
     head = variant.pop("head", "ours")
+    lora_input_cast = variant.pop("lora_input_cast", False)
+    reference_order = variant.pop("reference_order", "length")
     params = load_params()
     precision = precision_for(params.model if threads is None else params.model.model_copy(update={"threads": threads}))
     if dtype:
@@ -92,9 +100,16 @@ def run_variant(name: str, n_pairs: int, dtype: str | None, threads: int | None 
         reset_peak_rss()
         start, cpu = time.perf_counter(), time.process_time()
         trainer_class = LeanDPOTrainer if head == "ours" else DPOTrainer
+        if reference_order == "dataset":
+            trainer_class = type("DatasetOrderDPOTrainer", (LeanDPOTrainer,),
+                                 {"_precompute_ref_logps": DPOTrainer._precompute_ref_logps})
         config = DPOConfig(**(setup.config_kwargs | variant | {"disable_tqdm": True}))
         trainer = trainer_class(model=model, ref_model=None, args=config, train_dataset=Dataset.from_list(pairs),
                                 processing_class=tokenizer, peft_config=setup.lora)
+        if lora_input_cast:
+            for module in trainer.model.modules():
+                if hasattr(module, "cast_input_dtype_enabled"):
+                    module.cast_input_dtype_enabled = True
         init_s, init_mb = time.perf_counter() - start, peak_rss_mb()
         reset_peak_rss()
         start = time.perf_counter()

@@ -64,6 +64,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--dtype", default=None)
     parser.add_argument("--head", choices=("trl", "ours"), default="trl")
     parser.add_argument("--reference", choices=("step", "precomputed"), default="step")
+    parser.add_argument("--lora-input-cast", choices=("on", "off"), default="on",
+                        help="off: PEFT does not cast each adapted layer's input to the adapter's fp32 (autocast does)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
 
@@ -105,13 +107,19 @@ def main(argv: list[str] | None = None) -> dict:
         figures["batch_rows_x_positions"] = list(batch["input_ids"].shape)
         figures["labelled_tokens"] = int(batch["completion_mask"][:, 1:].sum())
         trainer.model.train()
+        for module in trainer.model.modules():  # LeanDPOTrainer turns PEFT's cast off under autocast; TRL's keeps it
+            if hasattr(module, "cast_input_dtype_enabled"):
+                module.cast_input_dtype_enabled = args.lora_input_cast == "on"
+        figures["lora_input_cast"] = args.lora_input_cast
         weights = {p.untyped_storage().data_ptr() for p in trainer.model.parameters()}
         saved: dict[int, int] = {}  # storage -> bytes: each activation once, the weights not at all
+        saved_by_dtype: dict[str, dict[int, int]] = {}
 
         def pack(t):
             storage = t.untyped_storage()
             if storage.data_ptr() not in weights:
                 saved[storage.data_ptr()] = storage.nbytes()
+                saved_by_dtype.setdefault(str(t.dtype), {})[storage.data_ptr()] = storage.nbytes()
             return t
 
         before, _ = rss_mb()
@@ -123,10 +131,14 @@ def main(argv: list[str] | None = None) -> dict:
         reset_peak_rss()
         loss.backward()
         after_backward, backward_peak = rss_mb()
+        figures["loss"] = float(loss)
+        figures["lora_grad_norm"] = float(torch.linalg.vector_norm(torch.stack(
+            [p.grad.float().norm() for p in trainer.model.parameters() if p.grad is not None])))
         trainer.model.zero_grad(set_to_none=True)
         del loss
         figures |= {
             "saved_for_backward_mb": round(sum(saved.values()) / 2**20, 1),
+            "saved_for_backward_by_dtype_mb": {k: round(sum(v.values()) / 2**20, 1) for k, v in saved_by_dtype.items()},
             "forward_peak_above_mb": round(forward_peak - before, 1),
             "after_forward_above_mb": round(after_forward - before, 1),
             "backward_peak_above_mb": round(backward_peak - before, 1),

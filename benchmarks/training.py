@@ -50,16 +50,19 @@ VARIANTS = {
     "ours, mmap threshold 128 KiB": {"env": {"MALLOC_MMAP_THRESHOLD_": "131072"}},
     "ours, micro-batch 8": {"overrides": MICRO_8},
     "ours, micro-batch 4": {"overrides": {"per_device_train_batch_size": 4, "gradient_accumulation_steps": 2}},
+    "ours, micro-batch 2": {"overrides": {"per_device_train_batch_size": 2, "gradient_accumulation_steps": 4}},
     "fp32": {"dtype": "float32"},
     "lora dropout 0.05": {"lora_dropout": 0.05},
     "random batches": {"overrides": {"train_sampling_strategy": "random"}},
     "TRL defaults": {"trainer": "trl", "overrides": "trl_defaults"},
+    # PEFT's default: every adapted layer's input cast to the adapter's fp32 (autocast casts it straight back)
+    "ours, LoRA input cast": {"lora_input_cast": True},
 }
 
 
 def run_sft_steps(records: list[dict], steps: int, *, dtype: str | None = None, lora_dropout: float | None = None,
                   overrides: dict | str | None = None, trainer: str = "ours",
-                  threads: int | None = None, env: dict | None = None) -> dict:
+                  threads: int | None = None, env: dict | None = None, lora_input_cast: bool = False) -> dict:
     """``steps`` + 1 optimizer steps of train_sft's trainer; figures for all but the first. ``dtype``
     replaces the hardware's precision, ``overrides`` replaces fields of train_sft's SFTConfig."""
     from datasets import Dataset
@@ -104,6 +107,10 @@ def run_sft_steps(records: list[dict], steps: int, *, dtype: str | None = None, 
         trainer_class = LeanSFTTrainer if trainer == "ours" else SFTTrainer
         run = trainer_class(model=model, args=args, processing_class=tokenizer, peft_config=lora_config(lora),
                             train_dataset=Dataset.from_list(examples), callbacks=[Timer()])
+        if lora_input_cast:
+            for module in run.model.modules():
+                if hasattr(module, "cast_input_dtype_enabled"):
+                    module.cast_input_dtype_enabled = True
         original = run.compute_loss
 
         def counting_loss(model, inputs, *a, **k):

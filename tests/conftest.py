@@ -1,3 +1,4 @@
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -13,6 +14,16 @@ from tiny_model import build_tiny_model, write_base_manifest  # noqa: E402
 from stages.lib.paths import (  # noqa: E402
     ACCELERATE_CONFIGS, CONSTRAINTS, FEWSHOT, TASKS, suite_path,
 )
+
+
+def pytest_configure(config):
+    """Under `make test` (pytest-xdist, one worker per core) each worker, and every process it starts, runs on a
+    core of its own: torch sizes its threads to the cores a process may use (model.threads: 0), and two workers
+    each running two threads on two cores wait on each other at every OpenMP barrier (BENCHMARKS.md)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")  # gw0, gw1, ...
+    if worker.startswith("gw"):
+        cores = sorted(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, {cores[int(worker[2:]) % len(cores)]})
 
 
 # Fixtures that run the whole tiny pipeline, or stages in a DVC repo: a test that uses one is `slow`.

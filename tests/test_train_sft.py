@@ -201,3 +201,56 @@ def test_a_non_finite_loss_stops_training_and_saves_nothing(tiny_pipeline, tmp_p
     assert len(logged) == 1 and "'loss': 'nan'" in logged[0], logged  # step 1: the 5 steps after it never ran
     assert not (project / stage_files("train_sft") / "plots").exists()  # no curves of a failed run
     assert (project / stage_files("train_sft") / "notes.md").read_text() == "mine"
+
+
+@pytest.mark.slow
+def test_bf16_training_keeps_lora_inputs_in_bf16_with_the_same_loss_and_gradients(tiny_base, tmp_path):
+    """Under bf16 autocast PEFT's fp32 copy of every adapted layer's input is cast straight back by autocast: the
+    lean trainer skips it, which must change no number (loss, every gradient) and keep less for the backward pass
+    (PEFT's way, each adapted layer keeps its own bf16 copy of an input the model already holds)."""
+    import torch
+    from datasets import Dataset
+
+    from stages.lib.trainers import LeanSFTTrainer
+
+    tokenizer = load_tokenizer(tiny_base)
+    precision = resolve_precision("bfloat16")
+    model = load_model(tiny_base, precision)
+    sft = TrainSftParams(batch_size=2, max_steps=1)
+    args = sft_config(sft, precision, str(tmp_path / "out"), has_eval=False)
+    assert args.bf16
+    records = [(f"Instruction: Name colour {i}.\nResponse:", " Red and blue.") for i in range(2)]
+    trainer = LeanSFTTrainer(model=model, args=args, processing_class=tokenizer, peft_config=lora_config(sft.lora),
+                             train_dataset=Dataset.from_list(
+                                 [tokenize_prompt_completion(tokenizer, p, c, sft.max_length) for p, c in records]))
+    lora_layers = [m for m in trainer.model.modules() if hasattr(m, "cast_input_dtype_enabled")]
+    assert lora_layers and not any(m.cast_input_dtype_enabled for m in lora_layers)
+
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
+
+    def step(cast: bool):
+        for layer in lora_layers:
+            layer.cast_input_dtype_enabled = cast
+        trainer.model.zero_grad(set_to_none=True)
+        weights = {p.untyped_storage().data_ptr() for p in trainer.model.parameters()}
+        saved = {}  # storage -> bytes: each activation once, no weights
+
+        def pack(t):
+            if t.untyped_storage().data_ptr() not in weights:
+                saved[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), trainer.accelerator.autocast():
+            loss = trainer.compute_loss(trainer.model, batch)
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None}
+        return loss.detach(), grads, sum(saved.values())
+
+    loss_peft, grads_peft, saved_peft = step(cast=True)
+    loss_lean, grads_lean, saved_lean = step(cast=False)
+    assert torch.equal(loss_peft, loss_lean)
+    assert grads_peft.keys() == grads_lean.keys() and grads_lean
+    assert all(torch.equal(grads_peft[n], grads_lean[n]) for n in grads_peft)
+    assert saved_lean < saved_peft
+    trainer.train()  # the trainer's own step runs under autocast too: bf16 inputs meet fp32 adapter weights there
+    assert trainer.state.global_step == 1

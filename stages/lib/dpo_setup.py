@@ -29,6 +29,9 @@ def dpo_setup(dpo: TrainDpoParams, precision: Precision, output_dir: str) -> Dpo
         beta=dpo.beta,
         loss_type=[dpo.loss_type],
         precompute_ref_log_probs=dpo.precompute_ref_log_probs,
+        # Forward only, nothing kept for a backward pass: a whole optimizer batch at a time, in length order
+        # (stages.lib.trainers), not TRL's default of one micro-batch
+        precompute_ref_batch_size=dpo.batch_size,
         # Pairs of similar length share a batch: less padding (stages.lib.dpo_trainer supplies the lengths)
         train_sampling_strategy="group_by_length",
     )
