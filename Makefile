@@ -51,7 +51,7 @@ repro: setup
 	dvc repro
 
 test: setup $(CHROMIUM)
-	python -m pytest -q -n "$$(nproc)" --dist loadgroup
+	python -m pytest -q -n "$$(nproc)"
 
 bench: setup
 	python -m benchmarks.run

@@ -30,14 +30,28 @@ def pytest_configure(config):
 SLOW_FIXTURES = {"tiny_pipeline", "reproduced", "prepared"}
 
 
+def _uses_pipeline(item) -> bool:
+    return bool(SLOW_FIXTURES & set(getattr(item, "fixturenames", ())))
+
+
 def pytest_collection_modifyitems(config, items):
     """The quick tier (`-m "not slow"`) must stay quick: a test that uses a slow fixture without the mark
-    stops the collection, naming it."""
-    unmarked = [item.nodeid for item in items
-                if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) and item.get_closest_marker("slow") is None]
+    stops the collection, naming it. The tests that read the tiny pipeline go last, so that under pytest-xdist
+    one worker reproduces it (``build_pipeline_early``) while the others run everything else."""
+    unmarked = [item.nodeid for item in items if _uses_pipeline(item) and item.get_closest_marker("slow") is None]
     if unmarked:
         raise pytest.UsageError("mark these tests @pytest.mark.slow (they use " + ", ".join(sorted(SLOW_FIXTURES))
                                 + "):\n  " + "\n  ".join(unmarked))
+    items.sort(key=_uses_pipeline)  # stable: otherwise collection order
+
+
+@pytest.fixture(scope="session", autouse=True)
+def build_pipeline_early(request):
+    """Under pytest-xdist with two or more workers, the first worker reproduces the session's tiny pipeline
+    before its first test when any selected test needs it; the other workers meanwhile run the tests that do not."""
+    several = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1
+    if several and os.environ.get("PYTEST_XDIST_WORKER") == "gw0" and any(map(_uses_pipeline, request.session.items)):
+        request.getfixturevalue("reproduced")
 
 
 @pytest.fixture(scope="session")

@@ -48,16 +48,73 @@ _memo: dict[str, object] = {}
 
 def reproduced_repo(tmp_path_factory, model_dir: Path) -> Reproduced:
     """The tiny pipeline in a git + DVC repo, reproduced once and committed (dvc.lock, metrics, plots).
-    Treat it as read-only: copy it with ``copy_repo`` before changing anything."""
-    if "reproduced" not in _memo:
-        repo = make_dvc_repo(tmp_path_factory.mktemp("reproduced") / "repo", model_dir)
-        install_plot_templates(repo)
-        start = time.monotonic()
-        out = sh(repo, "dvc", "repro")
-        elapsed = time.monotonic() - start
-        commit_all(repo, "reproduce the pipeline")
-        _memo["reproduced"] = Reproduced(repo, round(elapsed, 1), tuple(stages_run(out.stdout)))
-    return _memo["reproduced"]  # type: ignore[return-value]
+    Treat it as read-only: copy it with ``copy_repo`` before changing anything.
+
+    Under pytest-xdist the pipeline runs once for the whole session (``once_per_session``)."""
+    def build(directory: Path) -> dict:
+        built = _reproduce(directory / "repo", model_dir)
+        return {"repo": built.repo, "full_repro_s": built.full_repro_s, "first_run": list(built.first_run)}
+
+    def reproduced() -> Reproduced:
+        record = once_per_session(tmp_path_factory, "reproduced", build)
+        return Reproduced(record["repo"], record["full_repro_s"], tuple(record["first_run"]))
+
+    return memo("reproduced", reproduced)  # type: ignore[return-value]
+
+
+def once_per_session(tmp_path_factory, key: str, build) -> dict:
+    """``build(folder)`` (a dict whose "repo" is a repo inside folder), run once for the whole test session.
+
+    Under pytest-xdist the first worker to ask builds it in the session's shared folder while the others
+    wait for it; each worker then takes its own whole copy of the repo (two workers running dvc in one repo
+    would wait on each other's locks). In a single-process run it is built in this process's folder."""
+    shared = session_shared_dir(tmp_path_factory)
+    if shared is None:
+        return build(tmp_path_factory.mktemp(key))
+    with _exclusive(shared / f"{key}.lock"):
+        done = shared / f"{key}.json"
+        if not done.exists():
+            record = build(shared / key)
+            done.write_text(json.dumps(record | {"repo": str(record["repo"])}))
+        record = json.loads(done.read_text())
+    return record | {"repo": copy_repo(Path(record["repo"]), tmp_path_factory.mktemp(key) / "repo")}
+
+
+def _reproduce(directory: Path, model_dir: Path) -> Reproduced:
+    repo = make_dvc_repo(directory, model_dir)
+    install_plot_templates(repo)
+    start = time.monotonic()
+    out = sh(repo, "dvc", "repro")
+    elapsed = time.monotonic() - start
+    commit_all(repo, "reproduce the pipeline")
+    return Reproduced(repo, round(elapsed, 1), tuple(stages_run(out.stdout)))
+
+
+def session_shared_dir(tmp_path_factory) -> Path | None:
+    """Under pytest-xdist, a folder every worker of this session sees (the parent of the workers' own
+    temporary folders); None in a single-process run."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return None
+    return tmp_path_factory.getbasetemp().parent
+
+
+class _exclusive:
+    """An exclusive lock on ``path`` across processes (flock), held for the with-block."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __enter__(self):
+        import fcntl
+
+        self.handle = self.path.open("a")
+        fcntl.flock(self.handle, fcntl.LOCK_EX)
+
+    def __exit__(self, *exc):
+        import fcntl
+
+        fcntl.flock(self.handle, fcntl.LOCK_UN)
+        self.handle.close()
 
 
 def install_plot_templates(repo: Path) -> None:
@@ -225,8 +282,8 @@ def experiments_running(repo: Path) -> int:
 def queued_grid(tmp_path_factory, reproduced) -> dict:
     """`dvc exp run --queue -S train_dpo.learning_rate=1e-5,2e-5`, then `dvc queue start -j 2`, waited for to the
     end, with how many experiments DVC showed running at once (polled every second)."""
-    def build():
-        repo = copy_repo(reproduced.repo, tmp_path_factory.mktemp("queue") / "repo")
+    def build(directory: Path) -> dict:
+        repo = copy_repo(reproduced.repo, directory / "repo")
         queued = sh(repo, "dvc", "exp", "run", "--queue", "-S", "train_dpo.learning_rate=1e-5,2e-5")
         start = time.monotonic()
         # Not through a pipe: the workers it starts keep their inherited output open until the queue is done.
@@ -256,4 +313,4 @@ def queued_grid(tmp_path_factory, reproduced) -> dict:
         names = re.findall(r"Queued experiment '([^']+)'", queued.stdout + queued.stderr)
         return {"repo": repo, "status": text, "elapsed": round(elapsed, 1), "names": names,
                 "most_at_once": most_at_once, "timeline": timeline}
-    return memo("queued_grid", build)
+    return memo("queued_grid", lambda: once_per_session(tmp_path_factory, "queued_grid", build))

@@ -238,7 +238,6 @@ def grid(tmp_path_factory, reproduced):
     return queued_grid(tmp_path_factory, reproduced)
 
 
-@pytest.mark.xdist_group("queued_grid")  # one worker builds the grid both tests read (make test: -n, --dist loadgroup)
 def test_queued_grid_runs_every_experiment_two_at_a_time(grid, capsys):
     """`dvc exp run --queue -S train_dpo.learning_rate=1e-5,2e-5` and `dvc queue start -j 2`: DVC writes the rates as
     `1e-05` and `2e-05` (YAML 1.1 strings, YAML 1.2 numbers); both experiments run side by side in their own

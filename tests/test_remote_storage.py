@@ -108,7 +108,6 @@ def test_push_clone_pull_restores_every_output(kind, reproduced, s3_endpoint, tm
                 f"pulled into a fresh clone in {pull_s:.1f} s")
 
 
-@pytest.mark.xdist_group("queued_grid")  # one worker builds the grid both tests read (make test: -n, --dist loadgroup)
 def test_exp_push_and_pull_carry_an_experiment(tiny_hf_dir, tmp_path_factory, reproduced, tmp_path):
     """An experiment from the queued grid goes to a bare git remote with `dvc exp push`, artifacts to the
     DVC remote; a fresh clone gets it back with `dvc exp pull`, and `dvc exp apply` restores its outputs."""
