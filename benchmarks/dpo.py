@@ -56,6 +56,14 @@ VARIANTS = {
 }
 
 
+def restore_peft_input_cast(model, enabled: bool = True) -> None:
+    """PEFT's cast of each LoRA layer's input to the adapter's fp32, back on (the baseline the lean trainers'
+    ``keep_lora_inputs_in_compute_dtype`` is measured against) or off."""
+    for module in model.modules():
+        if hasattr(module, "cast_input_dtype_enabled"):
+            module.cast_input_dtype_enabled = enabled
+
+
 def reset_peak_rss() -> None:
     """Start VmHWM afresh (Linux: writing 5 to clear_refs), so the next reading is this phase's peak."""
     Path("/proc/self/clear_refs").write_text("5")
@@ -107,9 +115,7 @@ def run_variant(name: str, n_pairs: int, dtype: str | None, threads: int | None 
         trainer = trainer_class(model=model, ref_model=None, args=config, train_dataset=Dataset.from_list(pairs),
                                 processing_class=tokenizer, peft_config=setup.lora)
         if lora_input_cast:
-            for module in trainer.model.modules():
-                if hasattr(module, "cast_input_dtype_enabled"):
-                    module.cast_input_dtype_enabled = True
+            restore_peft_input_cast(trainer.model)
         init_s, init_mb = time.perf_counter() - start, peak_rss_mb()
         reset_peak_rss()
         start = time.perf_counter()

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.dpo import PAIRS, reset_peak_rss
+from benchmarks.dpo import PAIRS, reset_peak_rss, restore_peft_input_cast
 from benchmarks.host import describe, host_kind
 
 
@@ -107,9 +107,8 @@ def main(argv: list[str] | None = None) -> dict:
         figures["batch_rows_x_positions"] = list(batch["input_ids"].shape)
         figures["labelled_tokens"] = int(batch["completion_mask"][:, 1:].sum())
         trainer.model.train()
-        for module in trainer.model.modules():  # LeanDPOTrainer turns PEFT's cast off under autocast; TRL's keeps it
-            if hasattr(module, "cast_input_dtype_enabled"):
-                module.cast_input_dtype_enabled = args.lora_input_cast == "on"
+        # LeanDPOTrainer turns PEFT's cast off under autocast; TRL's keeps it
+        restore_peft_input_cast(trainer.model, enabled=args.lora_input_cast == "on")
         figures["lora_input_cast"] = args.lora_input_cast
         weights = {p.untyped_storage().data_ptr() for p in trainer.model.parameters()}
         saved: dict[int, int] = {}  # storage -> bytes: each activation once, the weights not at all

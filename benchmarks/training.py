@@ -75,6 +75,7 @@ def run_sft_steps(records: list[dict], steps: int, *, dtype: str | None = None, 
     from stages.lib.paths import BASE_MODEL
     from stages.lib.runinfo import peak_rss_mb
     from stages.lib.sft_tokenize import tokenize_records
+    from benchmarks.dpo import restore_peft_input_cast
     from stages.lib.trainers import LeanSFTTrainer
     from stages.lib.training import ScratchDir, lora_config, sft_config
 
@@ -108,9 +109,7 @@ def run_sft_steps(records: list[dict], steps: int, *, dtype: str | None = None, 
         run = trainer_class(model=model, args=args, processing_class=tokenizer, peft_config=lora_config(lora),
                             train_dataset=Dataset.from_list(examples), callbacks=[Timer()])
         if lora_input_cast:
-            for module in run.model.modules():
-                if hasattr(module, "cast_input_dtype_enabled"):
-                    module.cast_input_dtype_enabled = True
+            restore_peft_input_cast(run.model)
         original = run.compute_loss
 
         def counting_loss(model, inputs, *a, **k):
