@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.dpo import PAIRS, reset_peak_rss, restore_peft_input_cast
-from benchmarks.host import describe, host_kind
+from benchmarks.host import benchmark_precision, describe, host_kind
 
 
 def rss_mb() -> tuple[float, float]:
@@ -77,14 +77,13 @@ def main(argv: list[str] | None = None) -> dict:
     from stages.lib.dpo_setup import dpo_setup
     from stages.lib.trainers import LeanDPOTrainer
     from stages.lib.loader import apply_adapters, load_base_model, load_tokenizer
-    from stages.lib.model_session import precision_for
     from stages.lib.params import load_params
     from stages.lib.paths import BASE_MODEL
     from stages.lib.records import PreferencePair, read_jsonl
     from stages.lib.training import ScratchDir
 
     params = load_params()
-    precision = precision_for(params.model)
+    precision = benchmark_precision(params.model)
     if args.dtype:
         precision = replace(precision, dtype=args.dtype)
     tokenizer = load_tokenizer(BASE_MODEL)

@@ -44,7 +44,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.host import describe, host_kind
+from benchmarks.host import benchmark_precision, describe, host_kind
 
 BASELINE_COMMIT = "d669c26"  # the slot decoder as it was when issue 11 was filed
 BASELINE_BATCH = {"eval": 16, "prefs": 16}  # eval.batch_size and prefs.batch_size then (64 since)
@@ -152,13 +152,13 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
 
     from stages.lib import generation
-    from stages.lib.model_session import open_model, precision_for
+    from stages.lib.model_session import open_model
     from stages.lib.params import load_params
 
     params = load_params()
     model_params = params.model.model_copy(update={k: v for k, v in (("dtype", args.dtype), ("threads", args.threads))
                                                    if v is not None})
-    precision = precision_for(model_params)
+    precision = benchmark_precision(model_params)
     model, tokenizer, precision = open_model(model_params, [args.adapter] if args.adapter else [], precision=precision)
     if args.merge and args.adapter:
         model = model.merge_and_unload()

@@ -88,3 +88,13 @@ def gemm_gflops(rows: int = 256, seconds: float = 0.5) -> dict[str, float]:
         return {"fp32 (MKL, torch's default)": round(rate(lambda: F.linear(x, weight)), 1),
                 "fp32 (oneDNN)": round(rate(lambda: onednn_layer(onednn_x)), 1),
                 "bf16 (oneDNN)": round(rate(lambda: F.linear(x_bf16, weight_bf16)), 1)}
+
+
+def benchmark_precision(model_params):
+    """The precision a stage would pick here, with ``model_params.threads`` set, but without the stages' check
+    against what prepare_base recorded: a benchmark writes no stage output, and runs at 1 thread whatever
+    thread count the pipeline's models/base was prepared with."""
+    from stages.lib.hardware import resolve_precision, set_threads
+
+    set_threads(model_params.threads)
+    return resolve_precision(model_params.dtype, model_params.quantization)

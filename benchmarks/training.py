@@ -28,7 +28,7 @@ from dataclasses import replace
 import torch
 
 from benchmarks.generation import matmul_gflops
-from benchmarks.host import describe, host_kind
+from benchmarks.host import benchmark_precision, describe, host_kind
 from stages.lib.paths import SFT_DATA
 
 
@@ -48,6 +48,13 @@ VARIANTS = {
     # glibc's mmap threshold fixed at 128 KiB: freed tensors go back to the OS at once (less resident memory),
     # every large allocation faults its pages in afresh (measured: half the SFT rate)
     "ours, mmap threshold 128 KiB": {"env": {"MALLOC_MMAP_THRESHOLD_": "131072"}},
+    # glibc's malloc asking for transparent huge pages (glibc >= 2.35; the kernel's THP mode "madvise" or
+    # "always"): a 2 MiB page faults in once where 4 KiB pages fault 512 times; alone and with the mmap threshold
+    # fixed at 1 MiB (tensors of a thousand positions or more go back to the OS when freed). Measured on Zen 4:
+    # within 2-10% of ours either way, peaks within 60 MB (BENCHMARKS.md), so not taken
+    "ours, malloc huge pages": {"env": {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}},
+    "ours, mmap threshold 1 MiB": {"env": {"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=1048576"}},
+    "ours, mmap threshold 1 MiB, huge pages": {"env": {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1:glibc.malloc.mmap_threshold=1048576"}},
     "ours, micro-batch 8": {"overrides": MICRO_8},
     "ours, micro-batch 4": {"overrides": {"per_device_train_batch_size": 4, "gradient_accumulation_steps": 2}},
     "ours, micro-batch 2": {"overrides": {"per_device_train_batch_size": 2, "gradient_accumulation_steps": 4}},
@@ -70,7 +77,6 @@ def run_sft_steps(records: list[dict], steps: int, *, dtype: str | None = None, 
     from trl import SFTTrainer
 
     from stages.lib.loader import load_base_model, load_tokenizer
-    from stages.lib.model_session import precision_for
     from stages.lib.params import load_params
     from stages.lib.paths import BASE_MODEL
     from stages.lib.runinfo import peak_rss_mb
@@ -84,7 +90,7 @@ def run_sft_steps(records: list[dict], steps: int, *, dtype: str | None = None, 
         params = params.model_copy(update={"model": params.model.model_copy(update={"threads": threads})})
     sft = params.train_sft.model_copy(update={"max_steps": steps + 1, "logging_steps": 1})
     lora = sft.lora if lora_dropout is None else sft.lora.model_copy(update={"dropout": lora_dropout})
-    precision = precision_for(params.model)
+    precision = benchmark_precision(params.model)
     if dtype:
         precision = replace(precision, dtype=dtype)
     tokenizer = load_tokenizer(BASE_MODEL)
