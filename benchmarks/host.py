@@ -28,8 +28,12 @@ def kind_name(info: dict[str, str], flags: set[str]) -> str:
     if "amx_bf16" in flags:
         return "AMX-BF16 (Sapphire Rapids class)"
     if "avx512_bf16" in flags:
-        return "AVX512-BF16 without AMX (AMD Zen 4/5 class)" if "AMD" in info.get("vendor_id", "") + info.get(
-            "model name", "") else "AVX512-BF16 without AMX"
+        if "AMD" not in info.get("vendor_id", "") + info.get("model name", ""):
+            return "AVX512-BF16 without AMX"
+        # family 25 is Zen 3 and Zen 4 (only Zen 4 has AVX-512), 26 is Zen 5; Zen 4 runs 512-bit work on 256-bit
+        # units, and its bf16 training ran at about 0.6x the Zen 5 rate here (BENCHMARKS.md)
+        generation = {"25": "Zen 4", "26": "Zen 5"}.get(info.get("cpu family", ""), "Zen 4/5")
+        return f"AVX512-BF16 without AMX (AMD {generation})"
     if "avx2" in flags:
         return "AVX2 only, no native bf16 (AMD Zen 3 class)" if "AMD" in info.get("model name", "") else "AVX2 only"
     return platform.machine() or "unknown"
