@@ -28,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.host import benchmark_precision, describe, host_kind
+from benchmarks.host import MALLOC_VARIANTS, benchmark_precision, describe, host_kind
 from stages.lib.paths import PREF_PAIRS
 
 PAIRS = PREF_PAIRS
@@ -38,16 +38,7 @@ VARIANTS = {
     "ours": {},
     "before": {"head": "trl", "precompute_ref_log_probs": False, "train_sampling_strategy": "random",
                **MICRO_8},
-    # glibc's mmap threshold fixed at 128 KiB: freed tensors go back to the OS at once (less resident memory),
-    # every large allocation faults its pages in afresh (measured: half the SFT rate)
-    "ours, mmap threshold 128 KiB": {"env": {"MALLOC_MMAP_THRESHOLD_": "131072"}},
-    # glibc's malloc asking for transparent huge pages (glibc >= 2.35; the kernel's THP mode "madvise" or
-    # "always"): a 2 MiB page faults in once where 4 KiB pages fault 512 times; alone and with the mmap threshold
-    # fixed at 1 MiB (tensors of a thousand positions or more go back to the OS when freed). Measured on Zen 4:
-    # within 2-10% of ours either way, peaks within 60 MB (BENCHMARKS.md), so not taken
-    "ours, malloc huge pages": {"env": {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}},
-    "ours, mmap threshold 1 MiB": {"env": {"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=1048576"}},
-    "ours, mmap threshold 1 MiB, huge pages": {"env": {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1:glibc.malloc.mmap_threshold=1048576"}},
+    **MALLOC_VARIANTS,
     "ours, micro-batch 8": MICRO_8,
     "ours, micro-batch 4": {"per_device_train_batch_size": 4, "gradient_accumulation_steps": 2},
     "ours, micro-batch 2": {"per_device_train_batch_size": 2, "gradient_accumulation_steps": 4},

@@ -8,6 +8,20 @@ from pathlib import Path
 
 FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
 
+# glibc malloc settings, as variants of the training benchmarks (each variant's process gets the environment):
+# - the mmap threshold fixed at 128 KiB: freed tensors go back to the OS at once (less resident memory), every large
+#   allocation faults its pages in afresh (measured on Zen 5: half the SFT rate);
+# - malloc asking for transparent huge pages (glibc >= 2.35, the kernel's THP mode "madvise" or "always"): a 2 MiB
+#   page faults in once where 4 KiB pages fault 512 times; alone and with the threshold fixed at 1 MiB. Measured on
+#   Zen 4: within 2-10% of glibc's defaults either way, peaks within 60 MB (BENCHMARKS.md), so not taken.
+MALLOC_VARIANTS = {
+    "ours, mmap threshold 128 KiB": {"env": {"MALLOC_MMAP_THRESHOLD_": "131072"}},
+    "ours, malloc huge pages": {"env": {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}},
+    "ours, mmap threshold 1 MiB": {"env": {"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=1048576"}},
+    "ours, mmap threshold 1 MiB, huge pages": {
+        "env": {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1:glibc.malloc.mmap_threshold=1048576"}},
+}
+
 
 def cpuinfo() -> dict[str, str]:
     """The first processor's fields from /proc/cpuinfo ({} where there is none)."""
@@ -31,7 +45,7 @@ def kind_name(info: dict[str, str], flags: set[str]) -> str:
         if "AMD" not in info.get("vendor_id", "") + info.get("model name", ""):
             return "AVX512-BF16 without AMX"
         # family 25 is Zen 3 and Zen 4 (only Zen 4 has AVX-512), 26 is Zen 5; Zen 4 runs 512-bit work on 256-bit
-        # units, and its bf16 training ran at about 0.6x the Zen 5 rate here (BENCHMARKS.md)
+        # units, and its bf16 training ran at 0.55-0.59x the Zen 5 rate here (BENCHMARKS.md)
         generation = {"25": "Zen 4", "26": "Zen 5"}.get(info.get("cpu family", ""), "Zen 4/5")
         return f"AVX512-BF16 without AMX (AMD {generation})"
     if "avx2" in flags:
