@@ -9,6 +9,9 @@ The config must be a file under configs/accelerate/: that folder is a dependency
 stages in dvc.yaml, so editing a config (num_processes, the sharding) reruns them. On one machine the
 processes meet on a port the system picks free (``--main_process_port 0``), so two runs on one host
 (two experiments, two users) never collide; several machines need the port their config names.
+
+The stage's process starts with oneDNN's kernel cache bounded (``ONEDNN_CACHE`` below), unless the environment
+already sets it.
 """
 from __future__ import annotations
 
@@ -22,6 +25,12 @@ from stages.lib.paths import ACCELERATE_CONFIGS
 
 STAGES = ("train_sft", "train_dpo")  # each reads its accelerate_config from its own params group
 
+# oneDNN (torch's CPU bf16 products) keeps a compiled kernel for every product shape it meets, up to 1024 of them.
+# Training meets new shapes with every padded length, and what the cache held by the end of an SFT epoch was
+# 0.3 GB of the peak; the shapes of one micro-batch fit in far fewer entries (BENCHMARKS.md, Zen 4 section).
+# oneDNN reads the variable once, at its first product, so it is set before the stage's process starts.
+ONEDNN_CACHE = {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "128"}
+
 
 def launch_command(stage: str, accelerate_config: str | None, settings: dict | None = None) -> list[str]:
     module = f"stages.{stage}"
@@ -34,6 +43,11 @@ def launch_command(stage: str, accelerate_config: str | None, settings: dict | N
     port = ["--main_process_port", "0"] if free_port else []
     return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", accelerate_config, *port,
             "-m", module]
+
+
+def stage_environment(environ: dict[str, str]) -> dict[str, str]:
+    """The training stage's environment: this one, with oneDNN's kernel cache bounded unless the user set it."""
+    return ONEDNN_CACHE | dict(environ)
 
 
 def read_config(key: str, config: str) -> dict:
@@ -60,7 +74,8 @@ def main(argv: list[str] | None = None) -> None:
     settings = read_config(f"{stage}.accelerate_config", config) if config is not None else None
     command = launch_command(stage, config, settings)
     sys.stdout.flush()
-    os.execv(command[0], command)  # the stage replaces this process: signals and exit status pass through
+    # the stage replaces this process: signals and exit status pass through
+    os.execve(command[0], command, stage_environment(os.environ))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from conftest import ROOT, run_stage, write_params
 
-from stages.launch import launch_command
+from stages.launch import launch_command, stage_environment
 from stages.lib.errors import UserError
 from stages.lib.paths import ACCELERATE_CONFIGS, BASE_MODEL, SFT_ADAPTER, SFT_DATA_DIR, metrics_path
 from stages.lib.training import batch_layout
@@ -61,6 +61,13 @@ def test_one_machine_runs_ask_for_a_free_port():
     for path in (ROOT / ACCELERATE_CONFIGS).glob("*.yaml"):
         config = yaml.safe_load(path.read_text())
         assert config.get("num_machines", 1) > 1 or "main_process_port" not in config, path.name
+
+
+def test_training_stages_bound_onednns_kernel_cache_unless_the_user_set_it():
+    """oneDNN reads its cache size once, at its first product, so the launcher sets it for the stage's process."""
+    key = "ONEDNN_PRIMITIVE_CACHE_CAPACITY"
+    assert stage_environment({"PATH": "/usr/bin"}) == {"PATH": "/usr/bin", key: "128"}
+    assert stage_environment({key: "1024"})[key] == "1024"
 
 
 def test_accelerate_configs_are_dependencies_of_training():
