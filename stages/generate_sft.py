@@ -86,9 +86,9 @@ def check_gates(qc: dict, gen: GenerateSftParams, n_records: int) -> None:
             f"generate_sft.max_failed_rate: {qc['failed_rate']:.0%} of instructions got no passing response "
             f"({qc['placeholder_rate']:.0%} placeholders, {qc['n_dropped']} dropped), above the allowed "
             f"{gen.max_failed_rate:.0%}; no data written")
-    if qc["kept_pass_rate"] < gen.min_kept_pass_rate:
+    if qc["kept"]["prompt_strict"] < gen.min_kept_pass_rate:
         raise UserError(
-            f"generate_sft.min_kept_pass_rate: only {qc['kept_pass_rate']:.1%} of kept records pass every "
+            f"generate_sft.min_kept_pass_rate: only {qc['kept']['prompt_strict']:.1%} of kept records pass every "
             f"constraint of their instruction strictly, below the required {gen.min_kept_pass_rate:.0%}; "
             "no data written")
     if not n_records:
@@ -170,7 +170,7 @@ def main() -> None:
     write_json_atomic(METRICS, qc)
     by_source = ", ".join(f"{k} {v['n']}" for k, v in qc["by_source"].items())
     print(f"generate_sft: kept {qc['n_kept']}/{qc['n_instructions']} ({by_source}; {qc['n_dropped']} dropped); "
-          f"kept data passes strictly: {qc['kept_pass_rate']:.1%}; first sample passes: "
+          f"kept data passes strictly: {qc['kept']['prompt_strict']:.1%}; first sample passes: "
           f"{qc['first_sample']['prompt_strict']:.1%}; {qc['generated_tokens']} tokens in {run.wall_s} s")
 
 

@@ -190,7 +190,7 @@ def test_a_failing_response_never_becomes_a_model_record(project, monkeypatch):
     for r in recs:
         assert record_score(r.model_dump()).prompt_strict, r
     metrics = json.loads((project / METRICS).read_text())
-    assert metrics["kept_pass_rate"] == 1.0 and set(metrics["by_source"]) <= {"revised", "backtranslated"}
+    assert metrics["kept"]["prompt_strict"] == 1.0 and set(metrics["by_source"]) <= {"revised", "backtranslated"}
 
 
 def test_without_fallback_failed_instructions_are_dropped_not_faked(project, monkeypatch):

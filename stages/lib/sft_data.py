@@ -57,7 +57,6 @@ def qc_metrics(sampled: list[list[Attempt]], revised: list[list[Attempt]], recor
         }
     n_instructions = len(sampled)
     n_failed = n_instructions - sum(r["source"] != "placeholder" for r in records)
-    kept = _pass_rates(scores)
     return {
         "n_instructions": n_instructions,
         "n_samples": len(samples),
@@ -67,9 +66,7 @@ def qc_metrics(sampled: list[list[Attempt]], revised: list[list[Attempt]], recor
         "placeholder_rate": _rate(sum(r["source"] == "placeholder" for r in records), n_instructions),
         # instructions without a passing response from any route: placeholders plus dropped ones
         "failed_rate": _rate(n_failed, n_instructions),
-        # the share of kept records passing every constraint of their instruction strictly (gated), and of constraints
-        "kept_pass_rate": kept["prompt_strict"],
-        "kept_instruction_pass_rate": kept["instruction_strict"],
+        "kept": _pass_rates(scores),
         "by_source": by_source,
         "first_sample": _pass_rates([a.score for a in first]),
         "sample_pass_rate": _rate(sum(a.passes for a in samples), len(samples)),
