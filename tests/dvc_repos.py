@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+from filelock import FileLock
 from conftest import ROOT, TINY_SETTINGS, dvc_env, make_dvc_repo, sh, stages_run
 
 from stages.lib.paths import MODELS
@@ -71,7 +72,7 @@ def once_per_session(tmp_path_factory, key: str, build) -> dict:
     shared = session_shared_dir(tmp_path_factory)
     if shared is None:
         return build(tmp_path_factory.mktemp(key))
-    with _exclusive(shared / f"{key}.lock"):
+    with FileLock(shared / f"{key}.lock"):
         done = shared / f"{key}.json"
         if not done.exists():
             record = build(shared / key)
@@ -96,25 +97,6 @@ def session_shared_dir(tmp_path_factory) -> Path | None:
     if not os.environ.get("PYTEST_XDIST_WORKER"):
         return None
     return tmp_path_factory.getbasetemp().parent
-
-
-class _exclusive:
-    """An exclusive lock on ``path`` across processes (flock), held for the with-block."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def __enter__(self):
-        import fcntl
-
-        self.handle = self.path.open("a")
-        fcntl.flock(self.handle, fcntl.LOCK_EX)
-
-    def __exit__(self, *exc):
-        import fcntl
-
-        fcntl.flock(self.handle, fcntl.LOCK_UN)
-        self.handle.close()
 
 
 def install_plot_templates(repo: Path) -> None:
