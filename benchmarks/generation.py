@@ -1,7 +1,7 @@
 """Generation throughput: stages.lib.generation now against the slot decoder before issue 11, on the real model.
 
     python -m benchmarks.generation [--workloads eval,sft,sft-long] [--variants ours,before] [--n 48]
-                                    [--repeat 2] [--dtype float32] [--threads N] [--json out.json]
+                                    [--repeat 2] [--dtype float32] [--threads N] [--profile] [--json out.json]
 
 Needs models/base, data/instructions and data/fewshot.jsonl (models/sft for --adapter). Workloads, built as
 the stages build them:
@@ -148,6 +148,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: model.threads)")
     parser.add_argument("--adapter", default=None, help="a LoRA adapter on the base, as evaluate@sft loads it")
     parser.add_argument("--merge", action="store_true", help="merge the adapter into the weights first")
+    parser.add_argument("--profile", action="store_true",
+                        help="then run ours once more on each workload under torch.profiler: its ops' shares of CPU time")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
 
@@ -220,9 +222,26 @@ def main(argv: list[str] | None = None) -> dict:
                          f"{e['tokens_per_cpu_s'] / base['tokens_per_cpu_s']:.2f}x (CPU time)")
             print(f"  {v:<18} {e['tokens']:6d} tokens, {e['tokens_per_s']:7.1f} tokens/s, "
                   f"{e['tokens_per_cpu_s']:7.1f} per CPU-second{ratio}  rounds {e['all_rounds_tokens_per_s']}")
+    if args.profile:
+        for name, (prompts, settings, stops, k) in loads.items():
+            shares = op_shares(lambda: run("ours", name, prompts, settings, stops, k))
+            figures["workloads"][name]["profile_ours"] = shares
+            print(f"{name}, ours, share of CPU time by op: " + ", ".join(f"{op} {share:.1%}" for op, share in shares.items()))
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
     return figures
+
+
+def op_shares(work, top: int = 8) -> dict[str, float]:
+    """The ``top`` torch ops by their own CPU time while ``work()`` runs, as shares of all ops' time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as recorded:
+        work()
+    events = recorded.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    ranked = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:top]
+    return {e.key: round(e.self_cpu_time_total / total, 3) for e in ranked}
 
 
 if __name__ == "__main__":
