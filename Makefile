@@ -51,7 +51,7 @@ repro: setup
 	dvc repro
 
 test: setup $(CHROMIUM)
-	python -m pytest -q -n "$$(nproc)"
+	python -m pytest -q -n "$$(nproc)" --durations=15
 
 bench: setup
 	python -m benchmarks.run

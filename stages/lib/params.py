@@ -173,7 +173,7 @@ class EvaluateParams(Strict):
     suites: list[Annotated[str, Field(pattern=r"^[a-z0-9_]+$")]] = Field(
         default_factory=lambda: ["test", "handwritten"], min_length=1)
     max_new_tokens: Tokens = 128
-    batch_size: Batch = 64
+    batch_size: Batch = 192
     scoring: Literal["ifeval", "markdown"] = "ifeval"  # checkers.SCORING_MODES
 
     @model_validator(mode="after")
