@@ -80,23 +80,29 @@ def describe(host: dict) -> str:
             f"torch {host['torch']}; allocator {host['allocator']}; load {host['load_average']}")
 
 
+def gflops_rate(fn, flops: float, seconds: float) -> float:
+    """Sustained GFLOP/s of ``fn`` (doing ``flops`` a call), after one warm-up call (oneDNN compiles a kernel
+    per shape at its first use)."""
+    import time
+
+    fn()
+    runs, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        fn()
+        runs += 1
+    return flops * runs / (time.perf_counter() - start) / 1e9
+
+
 def gemm_gflops(rows: int = 256, seconds: float = 0.5) -> dict[str, float]:
     """GFLOP/s of the model's commonest product (rows x 576 by 576 x 1536) three ways: fp32 as torch runs it
     (MKL's BLAS), fp32 through oneDNN (what torch does only for oneDNN tensors), and bf16 (oneDNN). MKL picks
     its code path by CPU vendor: on the Zen 5 host it ran at half oneDNN's fp32 rate (BENCHMARKS.md)."""
-    import time
-
     import torch
     import torch.nn.functional as F
     from torch.utils import mkldnn as mkldnn_utils
 
     def rate(fn) -> float:
-        fn()
-        runs, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds:
-            fn()
-            runs += 1
-        return 2 * rows * 576 * 1536 * runs / (time.perf_counter() - start) / 1e9
+        return gflops_rate(fn, 2 * rows * 576 * 1536, seconds)
 
     weight, x = torch.randn(1536, 576), torch.randn(rows, 576)
     onednn_layer = mkldnn_utils.to_mkldnn(torch.nn.Linear(576, 1536, bias=False).eval())

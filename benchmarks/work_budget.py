@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,11 +28,10 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoConfig
 
-from benchmarks.host import describe, host_kind
+from benchmarks.host import describe, gflops_rate, host_kind
 from stages.lib.base_model import read_base_manifest
 from stages.lib.loader import encode, load_tokenizer
-from stages.lib.paths import (BASE_MODEL, OUTCOMES_DIR, PREF_PAIRS, SFT_DATA, eval_metrics_path, metrics_path,
-                              outcomes_path)
+from stages.lib.paths import BASE_MODEL, OUTCOMES_DIR, PREF_PAIRS, SFT_DATA, eval_metrics_path, metrics_path
 from stages.lib.prompts import zero_shot_prompt
 from stages.lib.records import EvalOutcome, PreferencePair, SftExample, read_jsonl
 
@@ -81,25 +80,15 @@ def product_rate(shapes: Shapes, dtype: torch.dtype, seconds: float = 1.0) -> di
             pairs = [(torch.randn(rows, i, dtype=dtype), torch.randn(o, i, dtype=dtype))
                      for i, o in (*shapes.layer_weights, shapes.head)]
             flops = sum(2 * rows * x.shape[1] * w.shape[0] for x, w in pairs)
-            for x, w in pairs:  # warm up: oneDNN compiles a kernel per shape
-                F.linear(x, w)
-            runs, start = 0, time.perf_counter()
-            while time.perf_counter() - start < seconds:
-                for x, w in pairs:
-                    F.linear(x, w)
-                runs += 1
-            rates[rows] = round(flops * runs / (time.perf_counter() - start) / 1e9, 1)
+            rates[rows] = round(gflops_rate(lambda: [F.linear(x, w) for x, w in pairs], flops, seconds), 1)
     return rates
 
 
 def unique_prefix_tokens(sequences: list[list[int]]) -> int:
     """Tokens in the trie of ``sequences``: each shared prefix counted once (the best a prefix cache can do)."""
-    total, previous = 0, []
-    for seq in sorted(set(map(tuple, sequences))):
-        shared = 0
-        while shared < min(len(seq), len(previous)) and seq[shared] == previous[shared]:
-            shared += 1
-        total += len(seq) - shared
+    total, previous = 0, ()
+    for seq in sorted(set(map(tuple, sequences))):  # in sorted order, a sequence shares most with the one before
+        total += len(seq) - len(os.path.commonprefix([seq, previous]))
         previous = seq
     return total
 
@@ -151,7 +140,7 @@ def stage_work(tokenizer) -> dict[str, tuple[Work, float]]:
     for path in sorted(OUTCOMES_DIR.glob("*.jsonl")):
         name = path.stem  # <model>-<suite>
         model, suite = name.split("-", 1)
-        outcomes = read_jsonl(outcomes_path(model, suite), EvalOutcome)
+        outcomes = read_jsonl(path, EvalOutcome)
         prompt_tokens = sum(lengths(tokenizer, [zero_shot_prompt(o.prompt) for o in outcomes]))
         generated = sum(lengths(tokenizer, [o.response for o in outcomes if o.response]))
         wall = json.loads(eval_metrics_path(model, suite).read_text())["wall_s"]
