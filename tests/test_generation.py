@@ -205,6 +205,40 @@ def test_shared_prompt_prefixes_are_computed_once_and_released(chaotic):
     assert shared == [generate_with_hf(model, tokenizer, [p], settings, stop_strings=STOPS)[0] for p in prompts]
 
 
+def test_prompts_are_prefilled_together_with_and_without_a_stored_prefix(chaotic):
+    """Prompts run several to a forward pass, left-padded, some continuing from a stored few-shot prefix and some
+    from nothing in the same pass, and decode exactly as Hugging Face's generate does one prompt at a time."""
+    model, tokenizer = chaotic
+    colours = [Shot("Name three primary colours.", "Red, blue and yellow."),
+               Shot("Explain why the sky is blue in one sentence.", "Air scatters blue light more than red.")]
+    cities = [Shot("What is the capital of Italy?", "Rome."), Shot("Which city hosts the Louvre?", "Paris.")]
+    questions = ["Write a haiku about the sea.", "What is the capital of France?", "List three fruits."]
+    # Two sets of prompts, each sharing two examples: whichever set comes first in token order, the other's first
+    # prompt, which has nothing stored, runs beside the first set's later prompts, which continue from theirs.
+    prompts = [few_shot_prompt(q, shots, "###") for shots in (colours, cities) for q in questions]
+    prompts.append("Q: the quick brown fox")
+    passes = []  # per prompt pass: for each row, (tokens already cached, new tokens)
+
+    def record(module, args, kwargs):
+        ids, mask = kwargs["input_ids"], kwargs["attention_mask"]
+        if ids.shape[1] > 1:
+            past = mask.shape[1] - ids.shape[1]
+            passes.append([(int(m[:past].sum()), int(m[past:].sum())) for m in mask])
+
+    hook = model.register_forward_pre_hook(record, with_kwargs=True)
+    try:
+        settings = settings_for(max_new_tokens=12, temperature=0.0, repetition_penalty=1.3, batch_size=len(prompts))
+        ours = generate(model, tokenizer, prompts, settings, stop_strings=STOPS)
+    finally:
+        hook.remove()
+    assert ours == [generate_with_hf(model, tokenizer, [p], settings, stop_strings=STOPS)[0] for p in prompts]
+    assert len(passes) < len(prompts) and max(map(len, passes)) >= 2
+    mixed = [rows for rows in passes if len({cached > 0 for cached, _ in rows}) == 2]
+    assert mixed, f"no pass mixed rows with and without a stored prefix: {passes}"
+    new_tokens = sum(n for rows in passes for _, n in rows)
+    assert new_tokens < sum(len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts) - 20
+
+
 def test_slot_decoder_works_through_a_peft_adapter(tiny):
     from peft import LoraConfig, get_peft_model
 

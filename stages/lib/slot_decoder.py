@@ -2,8 +2,8 @@
 
 ``batch_size`` rows decode together, and a row that finishes (end of sequence, a stop string, or the token
 limit) frees its slot at once for the next prompt, instead of idling until the slowest row of a fixed batch
-reaches max_new_tokens. Each prompt is prefilled once and its key/value states copied into its
-``samples_per_prompt`` slots. The KV cache is preallocated (one buffer per layer, each row left-aligned at its
+reaches max_new_tokens. Prompts admitted together are prefilled together, several to a forward pass, each
+once, and its key/value states copied into its ``samples_per_prompt`` slots. The KV cache is preallocated (one buffer per layer, each row left-aligned at its
 own length), so a step writes one column per row instead of concatenating the whole cache, and in bf16 on a
 CPU a step's attention (stages/lib/decode_attention.py) reads the whole buffer in two batched products instead
 of torch's fused kernel. Prompts are admitted in token order and a prefix shared by neighbouring prompts
@@ -154,10 +154,9 @@ class SlotDecoder:
     def _admit(self) -> None:
         free = [s for s, row in enumerate(self.slots) if row is None]
         n_new = min(len(free) // self.samples_per_prompt, len(self.pending))
+        admitted = [self.pending.pop() for _ in range(n_new)]
         new_slots, logits = [], []
-        for _ in range(n_new):
-            prompt_index = self.pending.pop()
-            layers, last_logits = self._prefill(prompt_index)
+        for prompt_index, (layers, last_logits) in zip(admitted, self._prefill(admitted)):
             if self.cache is None:
                 self.cache = _slot_cache_classes()(len(layers), self.whole_buffer)
                 for layer, (keys, _) in zip(self.cache.layers, layers):
@@ -181,41 +180,118 @@ class SlotDecoder:
         if new_slots:
             self._accept(new_slots, torch.stack(logits))
 
-    def _prefill(self, prompt_index: int):
-        """Keys and values of a whole prompt ([kv_heads, length, head_dim] per layer) and the logits after it.
+    def _prefill(self, prompt_indices: list[int]):
+        """Keys and values of each whole prompt ([kv_heads, length, head_dim] per layer) and the logits after it,
+        in the order given.
 
-        The longest stored prefix of the prompt is reused and only the rest is run. The prompt's branch points
-        (the prefixes it shares with its neighbours in token order) are stored for the prompts still to come,
-        and a stored prefix is dropped once no pending prompt starts with it."""
+        Prompts run together, several to a forward pass (``_prefill_chunk``), each from the end of its longest
+        stored prefix. A prompt that would share a long prefix with the one before it, not yet stored, waits for
+        a later pass (``_groups``), so few-shot examples still run once. Each prompt's branch points (the
+        prefixes it shares with its neighbours in token order) are stored for the prompts still to come, and a
+        stored prefix is dropped once the next prompt does not start with it."""
+        results = {}
+        for group in self._groups(prompt_indices):
+            for chunk in self._chunks(group):
+                results.update(zip(chunk, self._prefill_chunk(chunk)))
+            for prompt_index in group:
+                tokens, (layers, _) = self.encoded[prompt_index], results[prompt_index]
+                for length in self.branch_points.get(prompt_index, ()):
+                    if length > self._stored_prefix(tokens)[0]:
+                        self.prefixes[tuple(tokens[:length])] = [(k[:, :length].clone(), v[:, :length].clone())
+                                                                 for k, v in layers]
+            # Prompts starting with a given prefix are contiguous in token order, and prompts are prefilled in
+            # that order: a prefix the next prompt does not start with will not be needed again.
+            following = prompt_indices[prompt_indices.index(group[-1]) + 1:] or self.pending[-1:]
+            upcoming = self.encoded[following[0]] if following else []
+            for prefix in [p for p in self.prefixes if tuple(upcoming[: len(p)]) != p]:
+                del self.prefixes[prefix]
+        return [results[i] for i in prompt_indices]
+
+    def _groups(self, prompt_indices: list[int]):
+        """Consecutive runs of prompts to prefill together. A prompt starts a new run when it shares at least
+        ``_SPLIT_SHARED`` more tokens with the prompt before it than the store already holds for it: run after
+        that prompt, it reuses the shared part instead of computing it again. Yielded lazily, since each run's
+        prefixes are stored before the next is formed."""
+        group = []
+        for prompt_index in prompt_indices:
+            if group:
+                tokens, before = self.encoded[prompt_index], self.encoded[group[-1]]
+                shared = min(_common_length(tokens, before), len(tokens) - 1)
+                if shared - self._stored_prefix(tokens)[0] >= _SPLIT_SHARED:
+                    yield group
+                    group = []
+            group.append(prompt_index)
+        if group:
+            yield group
+
+    def _chunks(self, group: list[int]) -> list[list[int]]:
+        """Forward passes for a run of prompts: by the length left to compute, at most ``_PREFILL_TOKENS``
+        padded positions each (one prompt a pass where the model cannot keep only the last logits)."""
+        todo = sorted(group, key=lambda i: len(self.encoded[i]) - self._stored_prefix(self.encoded[i])[0])
+        chunks, chunk = [], []
+        for prompt_index in todo:
+            width = len(self.encoded[prompt_index]) - self._stored_prefix(self.encoded[prompt_index])[0]
+            if chunk and (not self.logits_to_keep or (len(chunk) + 1) * width > _PREFILL_TOKENS):
+                chunks.append(chunk)
+                chunk = []
+            chunk.append(prompt_index)
+        return chunks + [chunk] if chunk else chunks
+
+    def _prefill_chunk(self, chunk: list[int]):
+        """One forward pass over several prompts, each continuing from its stored prefix.
+
+        Rows are left-padded so that every prompt ends in the last column: the stored prefixes fill the cache
+        columns before the new tokens (each right-aligned), the new tokens follow, and the attention mask hides
+        what lies between. Each row's own columns are then taken out again."""
         from transformers import DynamicCache
 
-        tokens = self.encoded[prompt_index]
-        start, reused = 0, None
-        for prefix, layers in self.prefixes.items():
-            if len(prefix) > start and tuple(tokens[: len(prefix)]) == prefix:
-                start, reused = len(prefix), layers
+        stored = [self._stored_prefix(self.encoded[i]) for i in chunk]
+        runs = [self.encoded[i][cached:] for i, (cached, _) in zip(chunk, stored)]
+        past, width = max(cached for cached, _ in stored), max(map(len, runs))
         cache = DynamicCache(config=self.model.config)
-        if reused is not None:
-            for i, (keys, values) in enumerate(reused):
-                cache.update(keys.unsqueeze(0), values.unsqueeze(0), i)
-        n = len(tokens)
+        if past:
+            n_layers = len(next(layers for cached, layers in stored if cached))
+            for layer in range(n_layers):
+                keys = values = None
+                for row, (cached, layers) in enumerate(stored):
+                    if not cached:
+                        continue
+                    k, v = layers[layer]
+                    if keys is None:
+                        keys = k.new_zeros((len(chunk), k.shape[0], past, k.shape[2]))
+                        values = torch.zeros_like(keys)
+                    keys[row, :, past - cached:] = k[:, :cached]
+                    values[row, :, past - cached:] = v[:, :cached]
+                cache.update(keys, values, layer)
+        input_ids, mask, positions = [], [], []
+        for (cached, _), run in zip(stored, runs):
+            pad = width - len(run)
+            input_ids.append([self.pad] * pad + run)
+            mask.append([0] * (past - cached) + [1] * cached + [0] * pad + [1] * len(run))
+            positions.append([0] * pad + list(range(cached, cached + len(run))))
         extra = {"logits_to_keep": 1} if self.logits_to_keep else {}
-        out = self.model(input_ids=torch.tensor([tokens[start:]], device=self.device),
-                         attention_mask=torch.ones((1, n), dtype=torch.long, device=self.device),
-                         position_ids=torch.arange(start, n, device=self.device).unsqueeze(0),
+        out = self.model(input_ids=torch.tensor(input_ids, device=self.device),
+                         attention_mask=torch.tensor(mask, device=self.device),
+                         position_ids=torch.tensor(positions, device=self.device),
                          past_key_values=cache, use_cache=True, **extra)
-        self.prefill_tokens += n - start
-        layers = [(layer.keys[0], layer.values[0]) for layer in cache.layers]
-        for length in self.branch_points.get(prompt_index, ()):
-            if length > start:
-                self.prefixes[tuple(tokens[:length])] = [(k[:, :length].clone(), v[:, :length].clone())
-                                                         for k, v in layers]
-        # Prompts starting with a given prefix are contiguous in token order, and admission follows that order:
-        # a prefix the next pending prompt does not start with will not be needed again.
-        upcoming = self.encoded[self.pending[-1]] if self.pending else []
-        for prefix in [p for p in self.prefixes if tuple(upcoming[: len(p)]) != p]:
-            del self.prefixes[prefix]
-        return layers, out.logits[0, -1, :]
+        self.prefill_tokens += sum(map(len, runs))
+        results = []
+        for row, ((cached, _), run) in enumerate(zip(stored, runs)):
+            own = torch.arange(past - cached, past + width, device=self.device)
+            own = own[(own < past) | (own >= past + width - len(run))]  # the row's prefix and its new tokens
+            layers = [(layer.keys[row].index_select(1, own), layer.values[row].index_select(1, own))
+                      for layer in cache.layers]
+            results.append((layers, out.logits[row, -1, :]))
+        return results
+
+    def _stored_prefix(self, tokens: list[int]):
+        """The longest stored prefix of ``tokens`` (never all of them: the last token must run to give the
+        logits): its length and its layers, or (0, None)."""
+        best, best_layers = 0, None
+        for prefix, layers in self.prefixes.items():
+            if len(prefix) > best and tuple(tokens[: len(prefix)]) == prefix:
+                best, best_layers = len(prefix), layers
+        return min(best, len(tokens) - 1), best_layers
 
     # one decoding step for every occupied slot ------------------------------------------------------------
 
@@ -281,26 +357,31 @@ class SlotDecoder:
 
 
 _MIN_SHARED_PREFIX = 8  # tokens; a shorter shared prefix is not worth storing
+# A prompt sharing this many tokens more with the one before it than the store holds waits for that prompt's
+# pass, to reuse the shared part; a shorter stretch is cheaper to compute again than a pass is to split.
+_SPLIT_SHARED = 32
+_PREFILL_TOKENS = 8192  # padded positions in one prefill pass: bounds its activations
+
+
+def _common_length(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 def _shared_prefix_lengths(sorted_tokens: list[list[int]], order: list[int]) -> dict[int, tuple[int, ...]]:
     """For prompts in token order: the lengths of the prefixes each shares with its neighbours (never the
     whole prompt: its last token must run to give the first logits), keyed by prompt index."""
-    def common(a: list[int], b: list[int]) -> int:
-        n = 0
-        for x, y in zip(a, b):
-            if x != y:
-                break
-            n += 1
-        return n
-
     out = {}
     for pos, prompt_index in enumerate(order):
         tokens = sorted_tokens[pos]
         lengths = set()
         for other in (pos - 1, pos + 1):
             if 0 <= other < len(order):
-                shared = min(common(tokens, sorted_tokens[other]), len(tokens) - 1)
+                shared = min(_common_length(tokens, sorted_tokens[other]), len(tokens) - 1)
                 if shared >= _MIN_SHARED_PREFIX:
                     lengths.add(shared)
         if lengths:
