@@ -227,10 +227,10 @@ class SlotDecoder:
     def _chunks(self, group: list[int]) -> list[list[int]]:
         """Forward passes for a run of prompts: by the length left to compute, at most ``_PREFILL_TOKENS``
         padded positions each (one prompt a pass where the model cannot keep only the last logits)."""
-        todo = sorted(group, key=lambda i: len(self.encoded[i]) - self._stored_prefix(self.encoded[i])[0])
+        to_run = {i: len(self.encoded[i]) - self._stored_prefix(self.encoded[i])[0] for i in group}
         chunks, chunk = [], []
-        for prompt_index in todo:
-            width = len(self.encoded[prompt_index]) - self._stored_prefix(self.encoded[prompt_index])[0]
+        for prompt_index in sorted(group, key=to_run.get):
+            width = to_run[prompt_index]
             if chunk and (not self.logits_to_keep or (len(chunk) + 1) * width > _PREFILL_TOKENS):
                 chunks.append(chunk)
                 chunk = []
