@@ -146,8 +146,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeat", type=int, default=2, help="interleaved rounds; each variant keeps its best")
     parser.add_argument("--dtype", default=None, help="float32: the path of a host without native bf16")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: model.threads)")
-    parser.add_argument("--adapter", default=None, help="a LoRA adapter on the base, as evaluate@sft loads it")
-    parser.add_argument("--merge", action="store_true", help="merge the adapter into the weights first")
+    parser.add_argument("--adapter", default=None,
+                        help="a LoRA adapter on the base, loaded as the stages load it (merged unless quantized)")
     parser.add_argument("--profile", action="store_true",
                         help="then run ours once more on each workload under torch.profiler: its ops' shares of CPU time")
     parser.add_argument("--json", type=Path, default=None)
@@ -162,8 +162,6 @@ def main(argv: list[str] | None = None) -> dict:
                                                    if v is not None})
     precision = benchmark_precision(model_params)
     model, tokenizer, precision = open_model(model_params, [args.adapter] if args.adapter else [], precision=precision)
-    if args.merge and args.adapter:
-        model = model.merge_and_unload()
     before = baseline_generation_module()
     variants = [v.strip() for v in args.variants.split(";") if v.strip()]
     host = host_kind()
@@ -196,9 +194,9 @@ def main(argv: list[str] | None = None) -> dict:
             for variant in variants:
                 all_runs[name][variant].append(run(variant, name, prompts, settings, stops, k))
     figures = {"host": host, "host_after": host_kind()["load_average"], "dtype": precision.dtype,
-               "threads": torch.get_num_threads(), "adapter": args.adapter, "merged": args.merge, "workloads": {}}
+               "threads": torch.get_num_threads(), "adapter": args.adapter, "workloads": {}}
     print(f"host: {describe(host)}; generation in {precision.dtype} with {torch.get_num_threads()} threads"
-          + (f"; adapter {args.adapter}{' merged' if args.merge else ''}" if args.adapter else ""))
+          + (f"; adapter {args.adapter}" if args.adapter else ""))
     for name, runs in all_runs.items():
         prompts, settings, _, k = loads[name]
         lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
