@@ -9,6 +9,7 @@ import torch
 from tqdm import tqdm
 
 from .generation import GenerationSettings, Sample
+from .output_head import contiguous_head_input
 from .sampling import row_seed
 from .stopping import StopChecker
 
@@ -49,7 +50,7 @@ def generate_with_hf(model, tokenizer, prompts: Sequence[str], settings: Generat
     for batch in bar:
         padded = tokenizer.pad({"input_ids": [encoded[i] for i in batch]}, return_tensors="pt")
         padded = {k: v.to(model.device) for k, v in padded.items()}
-        with torch.inference_mode():
+        with torch.inference_mode(), contiguous_head_input(model):
             out = model.generate(**padded, **gen_kwargs)
         new = out[:, padded["input_ids"].shape[1] :].cpu().tolist()
         for row, ids in enumerate(new):

@@ -12,7 +12,6 @@ order and a prefix shared by neighbouring prompts (few-shot examples) is compute
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -20,6 +19,7 @@ from tqdm import tqdm
 
 from .decode_attention import DecodeAttention
 from .generation import GenerationSettings, Sample
+from .output_head import contiguous_head_input
 from .sampling import choose_tokens, row_seed
 from .stopping import StopChecker
 
@@ -140,7 +140,7 @@ class SlotDecoder:
     def run(self, desc: str) -> list[list[Sample]]:
         self.bar = tqdm(total=len(self.prompts), desc=desc, unit="prompt")
         self.start = time.perf_counter()
-        with torch.inference_mode(), DecodeAttention(self.model) as attention, _contiguous_head_input(self.model):
+        with torch.inference_mode(), DecodeAttention(self.model) as attention, contiguous_head_input(self.model):
             self.whole_buffer = attention.active
             self._admit()
             while any(self.slots):
@@ -388,26 +388,6 @@ def _shared_prefix_lengths(sorted_tokens: list[list[int]], order: list[int]) -> 
         if lengths:
             out[prompt_index] = tuple(sorted(lengths))
     return out
-
-
-@contextmanager
-def _contiguous_head_input(model):
-    """Hands the output layer a contiguous input while the decoder runs.
-
-    A prefill pass keeps only each row's last position (``logits_to_keep``), a strided [rows, 1, hidden] slice.
-    torch.matmul folds such an input into one matrix product only when the weight requires a gradient; with
-    a frozen weight (as a merged adapter leaves the model) it runs a batched product instead, copying the
-    weight once per row: 8.3 GB and 35 s for 157 prompts on the default model, against 6.5 s without the copy
-    (BENCHMARKS.md). Copying the slice costs rows x hidden values."""
-    head = model.get_output_embeddings()
-    if head is None:
-        yield
-        return
-    handle = head.register_forward_pre_hook(lambda module, args: (args[0].contiguous(), *args[1:]))
-    try:
-        yield
-    finally:
-        handle.remove()
 
 
 def _forward_parameters(model) -> set[str]:
