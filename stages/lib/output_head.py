@@ -17,7 +17,8 @@ def contiguous_head_input(model):
     if head is None:
         yield
         return
-    handle = head.register_forward_pre_hook(lambda module, args: (args[0].contiguous(), *args[1:]))
+    # A model that passes the input by keyword (no positional args) is left as it is.
+    handle = head.register_forward_pre_hook(lambda module, args: (args[0].contiguous(), *args[1:]) if args else None)
     try:
         yield
     finally:
