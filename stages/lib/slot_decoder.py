@@ -11,6 +11,7 @@ order and a prefix shared by neighbouring prompts (few-shot examples) is compute
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -365,12 +366,7 @@ _PREFILL_TOKENS = 8192  # padded positions in one prefill pass: bounds its activ
 
 
 def _common_length(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
+    return len(os.path.commonprefix([a, b]))  # element-wise on any sequences, not only strings
 
 
 def _shared_prefix_lengths(sorted_tokens: list[list[int]], order: list[int]) -> dict[int, tuple[int, ...]]:
