@@ -37,7 +37,7 @@ MICRO_8 = {"per_device_train_batch_size": 8, "gradient_accumulation_steps": 1}
 VARIANTS = {
     "ours": {},
     "before": {"head": "trl", "precompute_ref_log_probs": False, "train_sampling_strategy": "random",
-               **MICRO_8},
+               "half_attention": True, **MICRO_8},
     **MALLOC_VARIANTS,
     "ours, micro-batch 8": MICRO_8,
     "ours, micro-batch 4": {"per_device_train_batch_size": 4, "gradient_accumulation_steps": 2},
@@ -51,6 +51,8 @@ VARIANTS = {
     # TRL's reference pass: the pairs in the dataset's order, 2 a batch (padded to the longer pair)
     "ours, reference pass in dataset order": {"reference_order": "dataset"},
     "ours, reference pass 8 pairs a batch": {"precompute_ref_batch_size": 8},
+    # attention in the model's bf16 (torch's flash kernel), as before stages.lib.training_attention
+    "ours, bf16 attention": {"half_attention": True},
 }
 
 
@@ -83,6 +85,7 @@ def run_variant(name: str, n_pairs: int, dtype: str | None, threads: int | None 
     from stages.lib.records import PreferencePair, read_jsonl
     from stages.lib.runinfo import peak_rss_mb
     from stages.lib.training import ScratchDir
+    from stages.lib.training_attention import train_attention_in_fp32
     from stages.train_dpo import _pair_lengths
 
     variant = dict(VARIANTS[name])
@@ -90,6 +93,7 @@ def run_variant(name: str, n_pairs: int, dtype: str | None, threads: int | None 
     head = variant.pop("head", "ours")
     lora_input_cast = variant.pop("lora_input_cast", False)
     reference_order = variant.pop("reference_order", "length")
+    half_attention = variant.pop("half_attention", False)
     params = load_params()
     precision = benchmark_precision(params.model if threads is None else params.model.model_copy(update={"threads": threads}))
     if dtype:
@@ -101,6 +105,8 @@ def run_variant(name: str, n_pairs: int, dtype: str | None, threads: int | None 
     with ScratchDir() as scratch:
         setup = dpo_setup(params.train_dpo, precision, scratch)
         model = apply_adapters(load_base_model(BASE_MODEL, precision), setup.start_adapters, merge_all=True)
+        if not half_attention:
+            train_attention_in_fp32(model, params.model.attn_implementation)
         loaded_mb = peak_rss_mb()
         reset_peak_rss()
         start, cpu = time.perf_counter(), time.process_time()

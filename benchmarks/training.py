@@ -57,12 +57,15 @@ VARIANTS = {
     "TRL defaults": {"trainer": "trl", "overrides": "trl_defaults"},
     # PEFT's default: every adapted layer's input cast to the adapter's fp32 (autocast casts it straight back)
     "ours, LoRA input cast": {"lora_input_cast": True},
+    # attention in the model's bf16 (torch's flash kernel), as before stages.lib.training_attention
+    "ours, bf16 attention": {"half_attention": True},
 }
 
 
 def run_sft_steps(records: list[dict], steps: int, *, dtype: str | None = None, lora_dropout: float | None = None,
                   overrides: dict | str | None = None, trainer: str = "ours",
-                  threads: int | None = None, env: dict | None = None, lora_input_cast: bool = False) -> dict:
+                  threads: int | None = None, env: dict | None = None, lora_input_cast: bool = False,
+                  half_attention: bool = False) -> dict:
     """``steps`` + 1 optimizer steps of train_sft's trainer; figures for all but the first. ``dtype``
     replaces the hardware's precision, ``overrides`` replaces fields of train_sft's SFTConfig."""
     from datasets import Dataset
@@ -76,6 +79,7 @@ def run_sft_steps(records: list[dict], steps: int, *, dtype: str | None = None, 
     from stages.lib.sft_tokenize import tokenize_records
     from benchmarks.dpo import restore_peft_input_cast
     from stages.lib.trainers import LeanSFTTrainer
+    from stages.lib.training_attention import train_attention_in_fp32
     from stages.lib.training import ScratchDir, lora_config, sft_config
 
     params = load_params()
@@ -89,6 +93,8 @@ def run_sft_steps(records: list[dict], steps: int, *, dtype: str | None = None, 
     tokenizer = load_tokenizer(BASE_MODEL)
     examples = tokenize_records(tokenizer, records, sft.max_length)
     model = load_base_model(BASE_MODEL, precision)
+    if trainer == "ours" and not half_attention:
+        train_attention_in_fp32(model, params.model.attn_implementation)
     n_params = sum(p.numel() for p in model.parameters())
     step_times, step_cpu, step_tokens = [], [], []
 

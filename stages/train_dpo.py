@@ -23,6 +23,7 @@ from stages.lib.params import load_params
 from stages.lib.paths import BASE_MODEL, DPO_ADAPTER, PREF_PAIRS, START_ADAPTER, curves_dir, metrics_path, stage_files
 from stages.lib.records import PreferencePair, read_jsonl
 from stages.lib.runinfo import measured
+from stages.lib.training_attention import train_attention_in_fp32
 from stages.lib.training import (
     ScratchDir, check_finite, dvclive_callback, finite_loss_guard, gather_adapter, is_main_process, publish_curves,
     save_adapter, summarize_training,
@@ -65,6 +66,7 @@ def main() -> None:
         model = load_base_model(BASE_MODEL, precision, trust_remote_code=params.model.trust_remote_code,
                                 attn_implementation=params.model.attn_implementation)
         model = apply_adapters(model, setup.start_adapters, merge_all=True)
+        train_attention_in_fp32(model, params.model.attn_implementation)
         trainer = LeanDPOTrainer(
             model=model, ref_model=None, args=DPOConfig(**setup.config_kwargs), train_dataset=Dataset.from_list(pairs),
             processing_class=tokenizer, peft_config=setup.lora,

@@ -19,6 +19,7 @@ from stages.lib.paths import BASE_MODEL, SFT_ADAPTER, SFT_DATA, curves_dir, metr
 from stages.lib.records import SftExample, dump, read_jsonl
 from stages.lib.runinfo import measured
 from stages.lib.sft_tokenize import tokenize_records
+from stages.lib.training_attention import train_attention_in_fp32
 from stages.lib.training import (
     ScratchDir, check_finite, dvclive_callback, finite_loss_guard, gather_adapter, is_main_process, lora_config,
     publish_curves, save_adapter, sft_config, summarize_training,
@@ -53,6 +54,7 @@ def main() -> None:
     model = load_base_model(BASE_MODEL, precision,
                             trust_remote_code=params.model.trust_remote_code,
                             attn_implementation=params.model.attn_implementation)
+    train_attention_in_fp32(model, params.model.attn_implementation)
     with ScratchDir() as scratch, measured() as run:
         args = sft_config(sft, precision, scratch, has_eval=bool(eval_set))
         trainer = LeanSFTTrainer(
