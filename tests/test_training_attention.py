@@ -9,17 +9,9 @@ from stages.lib.loader import load_model, load_tokenizer
 from stages.lib.training_attention import FP32_ATTENTION, train_attention_in_fp32
 
 
-@pytest.fixture(scope="module")
-def tiny(tiny_hf_dir, tmp_path_factory):
-    """The tiny model laid out as models/base, and its tokenizer."""
-    import shutil
-
-    from tiny_model import write_base_manifest
-
-    base = tmp_path_factory.mktemp("attention") / "base"
-    shutil.copytree(tiny_hf_dir, base)
-    write_base_manifest(base)
-    return base, load_tokenizer(base)
+@pytest.fixture()
+def tiny(tiny_base):
+    return tiny_base, load_tokenizer(tiny_base)
 
 
 def _batch(tokenizer, texts, side):

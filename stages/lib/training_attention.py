@@ -38,17 +38,14 @@ def _register() -> None:
 
 
 def train_attention_in_fp32(model, requested: str) -> bool:
-    """With ``model.attn_implementation: auto`` (``requested``), switch a bf16 or fp16 model on a CPU to
+    """With ``model.attn_implementation: auto`` (``requested``), switch a bf16 or fp16 transformers model (the base,
+    before a trainer adds its LoRA adapter; a merged start adapter is part of it) on a CPU to
     ``fp32_attention``, for good: call it on a model loaded for training. Returns whether it did; other models,
     and an attention implementation the user chose, are left as they are."""
-    if requested != "auto":
+    if requested != "auto" or model.config._attn_implementation != "sdpa":
         return False
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    current = getattr(getattr(base, "config", None), "_attn_implementation", None)
-    if not hasattr(base, "set_attn_implementation") or current != "sdpa":
-        return False
-    if base.device.type != "cpu" or base.dtype not in HALF_DTYPES:
+    if model.device.type != "cpu" or model.dtype not in HALF_DTYPES:
         return False
     _register()
-    base.set_attn_implementation(FP32_ATTENTION)
+    model.set_attn_implementation(FP32_ATTENTION)
     return True
