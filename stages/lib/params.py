@@ -163,7 +163,7 @@ class TrainDpoParams(TrainParams):
     beta: float = Field(0.1, gt=0.0, le=1000.0)
     loss_type: Literal["sigmoid", "ipo", "hinge"] = "sigmoid"
     precompute_ref_log_probs: bool = True
-    micro_batch_size: int = Field(1, ge=0, le=65_536,
+    micro_batch_size: int = Field(2, ge=0, le=65_536,
                                   description="pairs per forward pass on one device; 0 = no accumulation")
 
 
