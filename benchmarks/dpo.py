@@ -42,6 +42,7 @@ VARIANTS = {
     "ours, micro-batch 8": MICRO_8,
     "ours, micro-batch 4": {"per_device_train_batch_size": 4, "gradient_accumulation_steps": 2},
     "ours, micro-batch 2": {"per_device_train_batch_size": 2, "gradient_accumulation_steps": 4},
+    "ours, micro-batch 1": {"per_device_train_batch_size": 1, "gradient_accumulation_steps": 8},
 
     "ours, TRL's head": {"head": "trl"},
     "ours, reference every step": {"precompute_ref_log_probs": False},
