@@ -28,21 +28,17 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.host import MALLOC_VARIANTS, benchmark_precision, describe, host_kind
+from benchmarks.host import MALLOC_VARIANTS, benchmark_precision, describe, host_kind, split_batch
 from stages.lib.paths import PREF_PAIRS
 
 PAIRS = PREF_PAIRS
 
-MICRO_8 = {"per_device_train_batch_size": 8, "gradient_accumulation_steps": 1}
 VARIANTS = {
     "ours": {},
     "before": {"head": "trl", "precompute_ref_log_probs": False, "train_sampling_strategy": "random",
-               "half_attention": True, **MICRO_8},
+               "half_attention": True, **split_batch(8)},
     **MALLOC_VARIANTS,
-    "ours, micro-batch 8": MICRO_8,
-    "ours, micro-batch 4": {"per_device_train_batch_size": 4, "gradient_accumulation_steps": 2},
-    "ours, micro-batch 2": {"per_device_train_batch_size": 2, "gradient_accumulation_steps": 4},
-    "ours, micro-batch 1": {"per_device_train_batch_size": 1, "gradient_accumulation_steps": 8},
+    **{f"ours, micro-batch {n}": split_batch(n) for n in (8, 4, 2, 1)},
 
     "ours, TRL's head": {"head": "trl"},
     "ours, reference every step": {"precompute_ref_log_probs": False},

@@ -28,7 +28,7 @@ from dataclasses import replace
 import torch
 
 from benchmarks.generation import matmul_gflops
-from benchmarks.host import MALLOC_VARIANTS, benchmark_precision, describe, host_kind
+from benchmarks.host import MALLOC_VARIANTS, benchmark_precision, describe, host_kind, split_batch
 from stages.lib.paths import SFT_DATA
 
 
@@ -41,16 +41,13 @@ def trl_defaults() -> dict:
     return defaults | {"activation_checkpointing": None}  # unset, so the older name's default decides
 
 
-MICRO_8 = {"per_device_train_batch_size": 8, "gradient_accumulation_steps": 1}
 VARIANTS = {
     "ours": {},
-    "before": {"trainer": "trl", "overrides": MICRO_8},
+    "before": {"trainer": "trl", "overrides": split_batch(8)},
     **MALLOC_VARIANTS,
     # every micro-batch padded to a multiple of 64 positions: fewer distinct product shapes for oneDNN to build and keep
     "ours, padded to a multiple of 64": {"overrides": {"pad_to_multiple_of": 64}},
-    "ours, micro-batch 8": {"overrides": MICRO_8},
-    "ours, micro-batch 4": {"overrides": {"per_device_train_batch_size": 4, "gradient_accumulation_steps": 2}},
-    "ours, micro-batch 2": {"overrides": {"per_device_train_batch_size": 2, "gradient_accumulation_steps": 4}},
+    **{f"ours, micro-batch {n}": {"overrides": split_batch(n)} for n in (8, 4, 2)},
     "fp32": {"dtype": "float32"},
     "lora dropout 0.05": {"lora_dropout": 0.05},
     "random batches": {"overrides": {"train_sampling_strategy": "random"}},
