@@ -6,6 +6,8 @@ import functools
 import sys
 from typing import Callable
 
+from .optional_packages import hide_bitsandbytes_without_gpu
+
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
@@ -22,12 +24,14 @@ def disk_full(exc: BaseException) -> bool:
 
 def stage_main(fn: Callable[..., None]) -> Callable[..., None]:
     """Run a stage's main(); turn a UserError, or a full disk, into one clear line on stderr and exit status 2.
+    On a host without a GPU the stage runs without bitsandbytes (stages.lib.optional_packages).
 
     Outputs are written atomically, so the interrupted write has already removed its temporary files.
     """
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        hide_bitsandbytes_without_gpu()
         try:
             return fn(*args, **kwargs)
         except UserError as err:
