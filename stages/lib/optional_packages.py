@@ -15,8 +15,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# NVIDIA's driver (bare metal and containers), AMD's ROCm, and WSL2's GPU paravirtualisation.
-GPU_DRIVER_FILES = ("/dev/nvidiactl", "/proc/driver/nvidia", "/dev/kfd", "/dev/dxg")
+# NVIDIA's driver (its control device, the first GPU's device, its proc entry; a container that is given a GPU
+# gets the devices), AMD's ROCm, and WSL2's GPU paravirtualisation.
+GPU_DRIVER_FILES = ("/dev/nvidiactl", "/dev/nvidia0", "/proc/driver/nvidia", "/dev/kfd", "/dev/dxg")
 
 
 def gpu_driver_present(files: tuple[str, ...] = GPU_DRIVER_FILES) -> bool:
