@@ -29,9 +29,10 @@ def test_a_gpu_driver_leaves_bitsandbytes_alone(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
 
 
-def test_without_a_gpu_driver_a_stage_trains_and_loads_adapters_without_bitsandbytes(tmp_path):
+def test_without_a_gpu_driver_a_stage_imports_trl_and_peft_without_bitsandbytes():
     """The stage wrapper hides it before the stage imports anything; trl, peft and transformers' quantization
-    config then work as on an install without it, and bitsandbytes' warning about `kernels` is gone."""
+    config then import and work as on an install without it, and bitsandbytes' warning about `kernels` is gone.
+    (The tiny pipeline's stages train and load adapters this way in the DVC tests.)"""
     if gpu_driver_present():
         pytest.skip("this host has a GPU driver: bitsandbytes is left to the libraries here")
     result = run_python("""
