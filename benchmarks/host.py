@@ -23,11 +23,11 @@ MALLOC_VARIANTS = {
 }
 
 
-
 def split_batch(micro_batch: int, global_batch: int = 8) -> dict:
     """Trainer arguments for ``micro_batch`` records (SFT) or pairs (DPO) a forward pass, accumulated to the same
     global batch per optimizer step (8, both training stages' default)."""
     return {"per_device_train_batch_size": micro_batch, "gradient_accumulation_steps": global_batch // micro_batch}
+
 
 def cpuinfo() -> dict[str, str]:
     """The first processor's fields from /proc/cpuinfo ({} where there is none)."""
