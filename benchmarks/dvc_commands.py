@@ -7,11 +7,12 @@ ruamel.yaml, which parses in pure Python unless its C extension (the `ruamel.yam
 This runs `dvc status` and a `dvc repro` with nothing to do in ``--repo`` (the project after `make repro`, or
 any reproduced copy of it), alternating runs with the C parser and runs where it is made unimportable, and
 reports each command's CPU seconds (user + system of the process) and wall seconds, the mean of ``--repeat``.
-The test suite runs about 200 dvc commands, the pipeline a few; each pays this once.
+The test suite runs about 180 dvc commands, the pipeline a few; each pays this once.
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import resource
 import statistics
@@ -41,16 +42,8 @@ def run_once(parser: str, args: list[str], repo: Path) -> tuple[float, float]:
     return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), wall
 
 
-def parser_in_use() -> bool:
-    try:
-        import _ruamel_yaml  # noqa: F401  (ruamel.yaml.clib's module)
-    except ImportError:
-        return False
-    return True
-
-
 def measure(repo: Path, repeat: int) -> dict:
-    if not parser_in_use():
+    if importlib.util.find_spec("_ruamel_yaml") is None:  # ruamel.yaml.clib's module
         raise SystemExit("ruamel.yaml.clib is not installed here: nothing to compare (pip install -r requirements.txt)")
     samples = {(c, p): [] for c in COMMANDS for p in LAUNCH}
     for _ in range(repeat):
@@ -78,7 +71,7 @@ def main() -> None:
     host = host_kind()
     results = measure(args.repo, args.repeat)
     print(describe(host))
-    print(f"| command | C parser CPU-s (wall) | pure Python CPU-s (wall) | ratio |\n|---|---|---|---|")
+    print("| command | C parser CPU-s (wall) | pure Python CPU-s (wall) | ratio |\n|---|---|---|---|")
     for command, row in results.items():
         c, p = row["C parser"], row["pure Python"]
         print(f"| {command} | {c['cpu_s']:.2f} ({c['wall_s']:.2f}) | {p['cpu_s']:.2f} ({p['wall_s']:.2f}) "
