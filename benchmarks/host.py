@@ -49,7 +49,7 @@ def kind_name(info: dict[str, str], flags: set[str]) -> str:
         return "AMX-BF16 (Sapphire Rapids class)"
     if "avx512_bf16" in flags:
         if "AMD" not in info.get("vendor_id", "") + info.get("model name", ""):
-            return "AVX512-BF16 without AMX"
+            return "AVX512-BF16 without AMX (Intel: fp32 outruns bf16, auto picks fp32)"
         # family 25 is Zen 3 and Zen 4 (only Zen 4 has AVX-512), 26 is Zen 5; Zen 4 runs 512-bit work on 256-bit
         # units, and its bf16 training ran at 0.55-0.59x the Zen 5 rate here (BENCHMARKS.md)
         generation = {"25": "Zen 4", "26": "Zen 5"}.get(info.get("cpu family", ""), "Zen 4/5")

@@ -8,7 +8,7 @@ Needs models/base and data/sft/train.jsonl (``dvc repro generate_sft``). Each va
 - before: the configuration before issue 11: TRL's SFTTrainer with its CPU log-probability head, 8 records
   a forward pass;
 - ours with 8 records a forward pass, or with glibc's mmap threshold fixed: to attribute the memory;
-- fp32: ours in fp32 whatever the hardware offers (the path of a host without native bf16);
+- fp32 / bf16: ours in that precision whatever `auto` picks (fp32: the path of a host without native bf16);
 - lora dropout 0.05 / random batches / TRL defaults (precision, checkpointing and sampler left to TRL): the
   choices made earlier, kept measurable.
 Tokens are real tokens (padding excluded). LoRA training is taken to cost 4 x parameters FLOPs a token
@@ -49,6 +49,7 @@ VARIANTS = {
     "ours, padded to a multiple of 64": {"overrides": {"pad_to_multiple_of": 64}},
     **{f"ours, micro-batch {n}": {"overrides": split_batch(n)} for n in (8, 4, 2)},
     "fp32": {"dtype": "float32"},
+    "bf16": {"dtype": "bfloat16"},  # ours in bf16 whatever `auto` picks (an Intel CPU with AVX512-BF16 but no AMX)
     "lora dropout 0.05": {"lora_dropout": 0.05},
     "random batches": {"overrides": {"train_sampling_strategy": "random"}},
     "TRL defaults": {"trainer": "trl", "overrides": "trl_defaults"},

@@ -72,6 +72,25 @@ def test_eight_bit_means_eight_bit_on_cuda():
     assert four.load_in_4bit and not four.load_in_8bit and four.bnb_4bit_compute_dtype == torch.bfloat16
 
 
+def test_bf16_only_where_it_outruns_fp32_on_the_cpu():
+    from stages.lib.hardware import cpu_prefers_bf16
+
+    # AMX: bf16 products 3.5x fp32 (Sapphire Rapids); AMD's AVX512-BF16: oneDNN's bf16 beats MKL's fp32 there
+    assert cpu_prefers_bf16({"avx512_bf16", "amx_bf16"}, "GenuineIntel")
+    assert cpu_prefers_bf16({"avx512_bf16"}, "AuthenticAMD")
+    # Intel's AVX512-BF16 without AMX runs bf16 natively but slower than MKL's fp32; AVX2 has no bf16 at all
+    assert not cpu_prefers_bf16({"avx512_bf16"}, "GenuineIntel")
+    assert not cpu_prefers_bf16({"avx2"}, "AuthenticAMD")
+
+
+def test_asking_for_bf16_where_fp32_is_faster_says_so():
+    slower = resolve_precision("bfloat16", cuda_available=False, cpu_bf16=False, cpu_native_bf16=True)
+    absent = resolve_precision("bfloat16", cuda_available=False, cpu_bf16=False, cpu_native_bf16=False)
+    assert resolve_precision(cuda_available=False, cpu_bf16=False, cpu_native_bf16=True).dtype == "float32"
+    assert slower.dtype == absent.dtype == "bfloat16"
+    assert "slower than float32" in slower.notes[0] and "very slow" in absent.notes[0]
+
+
 def test_dtype_follows_the_hardware():
     assert resolve_precision(cuda_available=False, cpu_bf16=False).dtype == "float32"
     assert resolve_precision(cuda_available=False, cpu_bf16=True).dtype == "bfloat16"

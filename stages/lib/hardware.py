@@ -1,7 +1,8 @@
 """Choices made from the hardware, never from library defaults: device, dtype, quantization, threads.
 
 On a CPU without native bf16 (no AMX or AVX512-BF16), bf16 matrix products are about 100x slower
-than fp32, while TRL's configs default to bf16 and gradient checkpointing. Every stage asks here.
+than fp32, and on an Intel CPU with AVX512-BF16 but no AMX still slower, while TRL's configs default to bf16
+and gradient checkpointing. Every stage asks here.
 """
 from __future__ import annotations
 
@@ -33,20 +34,42 @@ class Precision:
         return asdict(self) | {"notes": list(self.notes)}
 
 
-def cpu_flags() -> set[str]:
+def _cpuinfo_field(name: str) -> str:
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return set()
+        return ""
     for line in text.splitlines():
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()
+        if line.startswith(name):
+            return line.split(":", 1)[1].strip()
+    return ""
+
+
+def cpu_flags() -> set[str]:
+    return set(_cpuinfo_field("flags").split())
+
+
+def cpu_vendor() -> str:
+    """"GenuineIntel", "AuthenticAMD", or "" where /proc/cpuinfo does not say."""
+    return _cpuinfo_field("vendor_id")
 
 
 def cpu_has_native_bf16(flags: set[str] | None = None) -> bool:
     flags = cpu_flags() if flags is None else flags
     return any(f in flags for f in NATIVE_BF16_CPU_FLAGS)
+
+
+def cpu_prefers_bf16(flags: set[str] | None = None, vendor: str | None = None) -> bool:
+    """Whether bf16 outruns fp32 on this CPU, which is not the same as running bf16 natively.
+
+    torch runs fp32 products through MKL and bf16 through oneDNN. AMX (Intel Sapphire Rapids and later) runs bf16
+    about 3.5x fp32. With AVX512-BF16 alone it depends on MKL: on AMD (Zen 4, Zen 5) MKL's fp32 is slow and bf16
+    wins (DPO 2.2x), while on an Intel CPU without AMX fp32 wins (a Xeon of family 6 model 207 whose AMX is not
+    exposed: SFT training 1.32x, generation 1.13x; BENCHMARKS.md).
+    """
+    flags = cpu_flags() if flags is None else flags
+    vendor = cpu_vendor() if vendor is None else vendor
+    return "amx_bf16" in flags or ("avx512_bf16" in flags and vendor == "AuthenticAMD")
 
 
 def bitsandbytes_can_run(cuda_available: bool) -> bool:
@@ -61,19 +84,24 @@ def resolve_precision(
     cuda_available: bool | None = None,
     cuda_bf16: bool | None = None,
     cpu_bf16: bool | None = None,
+    cpu_native_bf16: bool | None = None,
 ) -> Precision:
-    """Pick device, dtype and quantization. The keyword overrides exist so tests can pose any machine."""
+    """Pick device, dtype and quantization. The keyword overrides exist so tests can pose any machine:
+    ``cpu_bf16`` says whether bf16 outruns fp32 on the CPU, ``cpu_native_bf16`` whether it runs bf16 at all."""
     cuda = torch.cuda.is_available() if cuda_available is None else cuda_available
     notes: list[str] = []
     if cuda:
-        native_bf16 = torch.cuda.is_bf16_supported() if cuda_bf16 is None else cuda_bf16
+        native_bf16 = fast_bf16 = torch.cuda.is_bf16_supported() if cuda_bf16 is None else cuda_bf16
         auto_dtype = "bfloat16" if native_bf16 else "float16"
     else:
-        native_bf16 = cpu_has_native_bf16() if cpu_bf16 is None else cpu_bf16
-        auto_dtype = "bfloat16" if native_bf16 else "float32"
+        fast_bf16 = cpu_prefers_bf16() if cpu_bf16 is None else cpu_bf16
+        native_bf16 = fast_bf16 or (cpu_has_native_bf16() if cpu_native_bf16 is None else cpu_native_bf16)
+        auto_dtype = "bfloat16" if fast_bf16 else "float32"
     chosen = auto_dtype if dtype == "auto" else dtype
     if chosen == "bfloat16" and not native_bf16:
         notes.append("bfloat16 was asked for but this hardware has no native bf16; it will be very slow")
+    elif chosen == "bfloat16" and not fast_bf16:
+        notes.append("bfloat16 was asked for; this CPU runs it natively but slower than float32 (no AMX)")
     if chosen == "float16" and not cuda:
         notes.append("float16 on a CPU is slow and imprecise; prefer float32")
 
