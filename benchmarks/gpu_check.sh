@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The CUDA path on one GPU, for BENCHMARKS.md's CUDA section. Usage (needs nvidia-smi and the project's packages):
 #
-#   benchmarks/gpu_check.sh OUTDIR full [LIMIT_S]   the default pipeline, `dvc repro` from nothing (dtype auto: bf16
-#                                                   on a GPU that has it), timed stage by stage
+#   benchmarks/gpu_check.sh OUTDIR full [LIMIT_S]   the default pipeline, `dvc repro` in this checkout (dtype auto:
+#                                                   bf16 on a GPU that has it), timed stage by stage; run it in a
+#                                                   fresh clone, where nothing is cached yet
 #   benchmarks/gpu_check.sh OUTDIR small            a small pipeline (32 train instructions, 20 SFT steps) twice, in
 #                                                   scratch copies: once with QLoRA (model.quantization=4bit:
 #                                                   bitsandbytes NF4, checkpointing on) up to train_sft,
@@ -13,6 +14,7 @@ set -u
 out=${1:?usage: benchmarks/gpu_check.sh OUTDIR full [LIMIT_S] | small}
 mode=${2:-full}
 limit=${3:-420}
+case "$mode" in full | small) ;; *) echo "gpu_check.sh: the mode is full or small, not '$mode'" >&2; exit 2 ;; esac
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
 # Text mode splits progress bars' \r too, and those lines are dropped.
