@@ -61,7 +61,8 @@ small_project /tmp/qlora 4bit
 tar czf "$out/qlora_metrics.tar.gz" -C /tmp/qlora metrics models/base/base.json 2>/dev/null
 
 small_project /tmp/bf16 none
+# train_sft's own module: stages.launch replaces its process with it (execve), which cProfile cannot follow
 (cd /tmp/bf16 && timeout 70 python -m dvc repro make_instructions && \
   timeout 50 python -m cProfile -o "$out/generate_sft.prof" -m stages.generate_sft && \
-  timeout 60 python -m cProfile -o "$out/train_sft.prof" -m stages.launch train_sft) 2>&1 | stamp > "$out/bf16.log"
+  timeout 60 python -m cProfile -o "$out/train_sft.prof" -m stages.train_sft) 2>&1 | stamp > "$out/bf16.log"
 echo "done"
