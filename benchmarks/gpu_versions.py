@@ -1,23 +1,16 @@
 """The GPU a figure was measured on and what the stages choose there, printed as JSON (benchmarks/gpu_check.sh)."""
 from __future__ import annotations
 
-import importlib.metadata
 import json
-import platform
 
 import torch
 
 from stages.lib.hardware import resolve_precision
+from stages.lib.manifest import package_versions
 
 
 def gpu_kind() -> dict:
-    packages = {}
-    for name in ("torch", "transformers", "trl", "peft", "accelerate", "bitsandbytes", "datasets", "dvc"):
-        try:
-            packages[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            packages[name] = None
-    out = {"python": platform.python_version(), "packages": packages, "cuda": torch.cuda.is_available()}
+    out = {"packages": package_versions(), "cuda": torch.cuda.is_available()}
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
         out |= {"device": props.name, "capability": f"{props.major}.{props.minor}",

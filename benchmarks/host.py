@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import platform
-from pathlib import Path
 
 FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
 
@@ -29,20 +28,6 @@ def split_batch(micro_batch: int, global_batch: int = 8) -> dict:
     return {"per_device_train_batch_size": micro_batch, "gradient_accumulation_steps": global_batch // micro_batch}
 
 
-def cpuinfo() -> dict[str, str]:
-    """The first processor's fields from /proc/cpuinfo ({} where there is none)."""
-    out: dict[str, str] = {}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if not line.strip():
-                break
-            key, _, value = line.partition(":")
-            out[key.strip()] = value.strip()
-    except OSError:
-        pass
-    return out
-
-
 def kind_name(info: dict[str, str], flags: set[str]) -> str:
     """A short name for the classes of x86 server CPU the team meets, from the flags (never the brand string)."""
     if "amx_bf16" in flags:
@@ -62,10 +47,10 @@ def kind_name(info: dict[str, str], flags: set[str]) -> str:
 def host_kind() -> dict:
     import torch
 
-    from stages.lib.hardware import resolve_precision
+    from stages.lib.hardware import cpu_flags, cpuinfo, resolve_precision
 
     info = cpuinfo()
-    flags = set(info.get("flags", "").split())
+    flags = cpu_flags()
     return {
         "kind": kind_name(info, flags),
         "cpu": info.get("model name") or platform.processor() or "unknown",

@@ -6,6 +6,7 @@ and gradient checkpointing. Every stage asks here.
 """
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from dataclasses import asdict, dataclass
@@ -34,24 +35,28 @@ class Precision:
         return asdict(self) | {"notes": list(self.notes)}
 
 
-def _cpuinfo_field(name: str) -> str:
+@functools.cache
+def cpuinfo() -> dict[str, str]:
+    """The first processor's fields from /proc/cpuinfo ({} where there is none), read once a process."""
+    out: dict[str, str] = {}
     try:
-        text = Path("/proc/cpuinfo").read_text()
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if not line.strip():
+                break
+            key, _, value = line.partition(":")
+            out[key.strip()] = value.strip()
     except OSError:
-        return ""
-    for line in text.splitlines():
-        if line.startswith(name):
-            return line.split(":", 1)[1].strip()
-    return ""
+        pass
+    return out
 
 
 def cpu_flags() -> set[str]:
-    return set(_cpuinfo_field("flags").split())
+    return set(cpuinfo().get("flags", "").split())
 
 
 def cpu_vendor() -> str:
     """"GenuineIntel", "AuthenticAMD", or "" where /proc/cpuinfo does not say."""
-    return _cpuinfo_field("vendor_id")
+    return cpuinfo().get("vendor_id", "")
 
 
 def cpu_has_native_bf16(flags: set[str] | None = None) -> bool:
