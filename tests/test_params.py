@@ -124,6 +124,8 @@ def test_a_key_given_twice_is_refused_with_its_line(tmp_path):
         ("train_dpo:\n  lora: {target_modules: []}\n",
          "train_dpo.lora.target_modules: Value error, must name at least one"),
         ("evaluate:\n  max_new_tokens: 10000000\n", "evaluate.max_new_tokens: Input should be less than or equal to"),
+        ("train_dpo:\n  micro_batch_size: fast\n", "train_dpo.micro_batch_size: Value error, expected 'auto' or a count"),
+        ("train_sft:\n  micro_batch_size: -1\n", "train_sft.micro_batch_size: Value error, expected 'auto' or a count"),
     ],
 )
 def test_values_no_run_can_use_are_refused(tmp_path, text, message):

@@ -8,7 +8,7 @@ from tiny_model import build_tokenizer
 
 from stages.lib.hardware import resolve_precision
 from stages.lib.loader import load_model, load_tokenizer
-from stages.lib.params import TrainSftParams
+from stages.lib.params import TrainDpoParams, TrainSftParams
 from stages.lib.paths import (
     BASE_MODEL, DPO_ADAPTER, PREFS_DIR, SFT_ADAPTER, SFT_DATA, SFT_DATA_DIR, metrics_path, stage_files,
 )
@@ -152,6 +152,22 @@ def test_precision_is_never_left_to_trl_defaults():
     gpu = resolve_precision("auto", "4bit", cuda_available=True, cuda_bf16=True)
     kwargs = common_args(TrainSftParams(), gpu, "/tmp/x", has_eval=False)
     assert kwargs["bf16"] is True and kwargs["activation_checkpointing"] is True
+
+
+@pytest.mark.parametrize("params, sixteen_bit, fp32", [
+    (TrainSftParams(), (4, 2), (2, 4)),  # records a pass x accumulation steps, global batch 8
+    (TrainDpoParams(), (2, 4), (1, 8)),  # pairs
+    (TrainDpoParams(micro_batch_size=4), (4, 2), (4, 2)),  # a number is taken as written
+    (TrainDpoParams(micro_batch_size=0), (8, 1), (8, 1)),
+])
+def test_auto_micro_batch_halves_in_fp32_and_keeps_the_global_batch(params, sixteen_bit, fp32):
+    """A sequence's activations take twice the bytes in fp32, so `auto` runs half the sequences a pass there: the
+    same optimizer steps, the peak memory of the 16-bit default (BENCHMARKS.md)."""
+    cases = [(sixteen_bit, resolve_precision(cuda_available=False, cpu_bf16=True)),
+             (fp32, resolve_precision(cuda_available=False, cpu_bf16=False))]
+    for expected, precision in cases:
+        kwargs = common_args(params, precision, "/tmp/x", has_eval=False)
+        assert (kwargs["per_device_train_batch_size"], kwargs["gradient_accumulation_steps"]) == expected
 
 
 def _sft_project(tiny_pipeline, directory, **sft):

@@ -13,9 +13,9 @@ values dvc.lock records.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal, Optional
+from typing import Annotated, ClassVar, Literal, Optional, Union
 
-from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, PlainValidator, ValidationError, field_validator, model_validator
 
 from .errors import UserError
 from .schema import describe_errors
@@ -34,6 +34,15 @@ class Strict(StrictSchema):
 Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
 Tokens = Annotated[int, Field(ge=1, le=131_072)]  # per generation; the model's own context is checked at run time
 Batch = Annotated[int, Field(ge=1, le=65_536)]
+# Sequences a training forward pass on one device: a count (0 = the whole per-device batch, no accumulation), or
+# "auto": the stage's AUTO_MICRO_BATCH in bf16 / fp16, half that in fp32 (stages.lib.training.micro_batch).
+def _micro_batch(value):
+    if value == "auto" or (type(value) is int and 0 <= value <= 65_536):
+        return value
+    raise ValueError("expected 'auto' or a count of sequences from 0 to 65536")
+
+
+MicroBatch = Annotated[Union[Literal["auto"], int], PlainValidator(_micro_batch)]
 
 
 class ModelParams(Strict):
@@ -108,8 +117,9 @@ class TrainParams(Strict):
     epochs: float = Field(1.0, gt=0.0, le=10_000.0)
     max_steps: int = Field(-1, ge=-1, le=100_000_000, description="-1: run the epochs; >0 caps the steps")
     batch_size: Batch = Field(8, description="global batch: sequences per optimizer step, over all processes")
-    micro_batch_size: int = Field(0, ge=0, le=65_536,
-                                  description="sequences per forward pass on one device; 0 = no accumulation")
+    micro_batch_size: MicroBatch = Field(0, description="sequences per forward pass on one device; 0 = no "
+                                         "accumulation; auto = AUTO_MICRO_BATCH in 16-bit, half that in fp32")
+    AUTO_MICRO_BATCH: ClassVar[int] = 0
     max_length: int = Field(256, ge=8, le=1_048_576)
     warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0)
     scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
@@ -122,8 +132,8 @@ class TrainParams(Strict):
 
 class TrainSftParams(TrainParams):
     epochs: float = Field(2.0, gt=0.0, le=10_000.0)
-    micro_batch_size: int = Field(4, ge=0, le=65_536,
-                                  description="sequences per forward pass on one device; 0 = no accumulation")
+    micro_batch_size: MicroBatch = "auto"
+    AUTO_MICRO_BATCH: ClassVar[int] = 4  # records: 2 in fp32
     eval_fraction: float = Field(0.1, ge=0.0, lt=1.0)
 
 
@@ -163,8 +173,8 @@ class TrainDpoParams(TrainParams):
     beta: float = Field(0.1, gt=0.0, le=1000.0)
     loss_type: Literal["sigmoid", "ipo", "hinge"] = "sigmoid"
     precompute_ref_log_probs: bool = True
-    micro_batch_size: int = Field(2, ge=0, le=65_536,
-                                  description="pairs per forward pass on one device; 0 = no accumulation")
+    micro_batch_size: MicroBatch = "auto"
+    AUTO_MICRO_BATCH: ClassVar[int] = 2  # pairs: 1 in fp32
 
 
 class EvaluateParams(Strict):
