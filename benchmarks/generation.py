@@ -7,7 +7,7 @@ Needs models/base, data/instructions and data/fewshot.jsonl (models/sft for --ad
 the stages build them:
 
 - eval: evaluate's zero-shot prompts (the test suite), greedy, evaluate.max_new_tokens, evaluate.batch_size
-  (the first --n);
+  (the first --n; `--n 0`: all of them, as the stage runs them: 48 prompts do not fill a batch of 192);
 - sft: generate_sft's few-shot prompts (generate_sft.n_shots examples each), generate_sft.samples_per_prompt
   samples at generate_sft.temperature / top_p, generate_sft.batch_size;
 - prefs: build_prefs' zero-shot prompts, build_prefs.samples_per_prompt samples each (with --adapter models/sft,
@@ -107,7 +107,8 @@ def one_at_a_time(model, tokenizer, prompts, settings, stop_strings, samples_per
 
 
 def workload(name: str, n: int, params):
-    """(prompts, settings, stop strings, samples per prompt) as the stage that runs ``name`` builds them."""
+    """(prompts, settings, stop strings, samples per prompt) as the stage that runs ``name`` builds them, for its
+    first ``n`` prompts (0: all)."""
     from stages.generate_sft import build_prompts
     from stages.lib.generation import GenerationSettings, greedy
     from stages.lib.paths import FEWSHOT, TRAIN_INSTRUCTIONS, suite_path
@@ -117,10 +118,10 @@ def workload(name: str, n: int, params):
     gen = params.generate_sft
     stops = stop_strings(gen.delimiter)
     if name == "eval":
-        prompts = [zero_shot_prompt(p.prompt) for p in read_jsonl(suite_path("test"), Instruction)[:n]]
+        prompts = [zero_shot_prompt(p.prompt) for p in read_jsonl(suite_path("test"), Instruction)[:n or None]]
         return prompts, greedy(params.evaluate.max_new_tokens, params.evaluate.batch_size), stops, 1
     shots = [Shot(s.instruction, s.response) for s in read_jsonl(FEWSHOT, FewShotExample)]
-    instructions = read_jsonl(TRAIN_INSTRUCTIONS, Instruction)[:n]
+    instructions = read_jsonl(TRAIN_INSTRUCTIONS, Instruction)[:n or None]
     settings = GenerationSettings(gen.max_new_tokens, gen.temperature, gen.top_p, gen.repetition_penalty,
                                   gen.batch_size, gen.seed)
     if name == "sft":
@@ -142,7 +143,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--workloads", default="eval,sft,sft-long")
     parser.add_argument("--variants", default="ours;before",
                         help="separated by ';': ours, before, 'ours, batch B', 'one at a time'")
-    parser.add_argument("--n", type=int, default=48, help="prompts per workload (the first N)")
+    parser.add_argument("--n", type=int, default=48, help="prompts per workload (the first N; 0: all)")
     parser.add_argument("--repeat", type=int, default=2, help="interleaved rounds; each variant keeps its best")
     parser.add_argument("--dtype", default=None, help="float32: the path of a host without native bf16")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: model.threads)")

@@ -2,8 +2,9 @@
 
 Each figure is a ratio against a baseline measured in the same run, on this machine, and carries the host's
 kind (CPU family and the flags that choose the fast paths, benchmarks.host):
-- generation: stages.lib.generation now against the slot decoder before issue 11, on the eval, SFT,
-  build_prefs and issue 10's longer SFT workloads (benchmarks.generation);
+- generation: stages.lib.generation now against the slot decoder before issue 11, on the eval workload (the
+  whole test suite, as the evaluate stage runs it), and 48 prompts of the SFT, build_prefs and issue 10's longer
+  SFT workloads (benchmarks.generation);
 - SFT training: train_sft's configuration against the one before issue 11, with peak memory (benchmarks.training);
 - DPO training: train_dpo's configuration against the one before issue 11, with peak memory (benchmarks.dpo);
 - evaluation: each evaluate stage's peak resident memory against the model's fp32 weights, and that peak
@@ -78,7 +79,9 @@ def main() -> None:
     kind = f"{host['kind']}, {args.dtype or host['auto_dtype']}"
     gemm = gemm_gflops()
     dvc = [str(Path(sys.executable).parent / "dvc")]
-    gen = generation.main(["--workloads", "eval,sft,sft-long", "--n", "48", "--repeat", "2", *dtype])
+    # eval as the evaluate stage runs it: the whole test suite, which fills its batch of 192 rows (48 prompts do not)
+    gen = generation.main(["--workloads", "eval", "--n", "0", "--repeat", "2", *dtype])
+    gen["workloads"] |= generation.main(["--workloads", "sft,sft-long", "--n", "48", "--repeat", "2", *dtype])["workloads"]
     prefs = generation.main(["--workloads", "prefs", "--n", "48", "--repeat", "2", "--adapter", str(SFT_ADAPTER),
                              *dtype])
     gen["workloads"] |= prefs["workloads"]
