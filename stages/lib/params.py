@@ -34,14 +34,16 @@ class Strict(StrictSchema):
 Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
 Tokens = Annotated[int, Field(ge=1, le=131_072)]  # per generation; the model's own context is checked at run time
 Batch = Annotated[int, Field(ge=1, le=65_536)]
-# Sequences a training forward pass on one device: a count (0 = the whole per-device batch, no accumulation), or
-# "auto": the stage's AUTO_MICRO_BATCH in bf16 / fp16, half that in fp32 (stages.lib.training.micro_batch).
+
+
 def _micro_batch(value):
     if value == "auto" or (type(value) is int and 0 <= value <= 65_536):
         return value
     raise ValueError("expected 'auto' or a count of sequences from 0 to 65536")
 
 
+# Sequences a training forward pass on one device: a count (0 = the whole per-device batch, no accumulation), or
+# "auto": the stage's AUTO_MICRO_BATCH in bf16 / fp16, half that in fp32 (stages.lib.training.micro_batch).
 MicroBatch = Annotated[Union[Literal["auto"], int], PlainValidator(_micro_batch)]
 
 
@@ -119,7 +121,7 @@ class TrainParams(Strict):
     batch_size: Batch = Field(8, description="global batch: sequences per optimizer step, over all processes")
     micro_batch_size: MicroBatch = Field(0, description="sequences per forward pass on one device; 0 = no "
                                          "accumulation; auto = AUTO_MICRO_BATCH in 16-bit, half that in fp32")
-    AUTO_MICRO_BATCH: ClassVar[int] = 0
+    AUTO_MICRO_BATCH: ClassVar[int]  # each training stage's own, for micro_batch_size: auto
     max_length: int = Field(256, ge=8, le=1_048_576)
     warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0)
     scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"

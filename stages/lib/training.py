@@ -53,9 +53,9 @@ def batch_layout(global_batch: int, micro_batch: int, processes: int) -> tuple[i
 def micro_batch(train: TrainParams, precision: Precision) -> int:
     """Sequences a forward pass: the param, or for "auto" the stage's AUTO_MICRO_BATCH, halved in fp32.
 
-    A sequence's activations take twice the bytes in fp32, so half the sequences a pass keep the peak where the
-    16-bit default has it: measured on an Intel host that trains in fp32, DPO's stage peak 4.3 -> 2.8 GB with
-    one pair a pass at 0.91x the rate, the same greedy answers on dev (BENCHMARKS.md)."""
+    A sequence's activations take twice the bytes in fp32, so half the sequences a pass keep the peak near the
+    16-bit default's: measured on an Intel host that trains in fp32, train_sft's stage peak 3.1 -> 2.2 GB and
+    train_dpo's 4.3 -> 2.8 GB, each at 0.92x the rate and with the same greedy answers on dev (BENCHMARKS.md)."""
     if train.micro_batch_size != "auto":
         return train.micro_batch_size
     return max(1, train.AUTO_MICRO_BATCH // 2) if precision.dtype == "float32" else train.AUTO_MICRO_BATCH
