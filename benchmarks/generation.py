@@ -109,10 +109,10 @@ def one_at_a_time(model, tokenizer, prompts, settings, stop_strings, samples_per
 def workload(name: str, n: int, params):
     """(prompts, settings, stop strings, samples per prompt) as the stage that runs ``name`` builds them, for its
     first ``n`` prompts (0: all)."""
-    from stages.generate_sft import build_prompts
+    from stages.generate_sft import as_shots, build_prompts
     from stages.lib.generation import GenerationSettings, greedy
     from stages.lib.paths import FEWSHOT, TRAIN_INSTRUCTIONS, suite_path
-    from stages.lib.prompts import Shot, stop_strings, zero_shot_prompt
+    from stages.lib.prompts import stop_strings, zero_shot_prompt
     from stages.lib.records import FewShotExample, Instruction, read_jsonl
 
     gen = params.generate_sft
@@ -120,7 +120,7 @@ def workload(name: str, n: int, params):
     if name == "eval":
         prompts = [zero_shot_prompt(p.prompt) for p in read_jsonl(suite_path("test"), Instruction)[:n or None]]
         return prompts, greedy(params.evaluate.max_new_tokens, params.evaluate.batch_size), stops, 1
-    shots = [Shot(s.instruction, s.response) for s in read_jsonl(FEWSHOT, FewShotExample)]
+    shots = as_shots(read_jsonl(FEWSHOT, FewShotExample))
     instructions = read_jsonl(TRAIN_INSTRUCTIONS, Instruction)[:n or None]
     settings = GenerationSettings(gen.max_new_tokens, gen.temperature, gen.top_p, gen.repetition_penalty,
                                   gen.batch_size, gen.seed)

@@ -38,6 +38,11 @@ METRICS = metrics_path("generate_sft")
 SAMPLING_SCHEME = "per-row generator seeded by sha256(sample_seed, sample_index, generation_prompt)"
 
 
+def as_shots(examples: list[FewShotExample]) -> list[Shot]:
+    """The few-shot pool, each example with the constraint ids it shows (pick_shots matches them)."""
+    return [Shot(e.instruction, e.response, tuple(e.instruction_id_list)) for e in examples]
+
+
 def build_prompts(instructions: list[Instruction], shots: list[Shot], n_shots: int, delimiter: str, seed: int) -> list[str]:
     rng = random.Random(seed)  # drawn once, before generation; the stored prompt is this prompt
     return [few_shot_prompt(i.prompt, pick_shots(shots, n_shots, i.prompt, rng, i.instruction_id_list), delimiter)
@@ -105,7 +110,7 @@ def main() -> None:
     instructions = read_jsonl(TRAIN_INSTRUCTIONS, Instruction)
     config = read_constraints(CONSTRAINTS)
     examples = read_jsonl(FEWSHOT, FewShotExample)
-    shots = [Shot(e.instruction, e.response, tuple(e.instruction_id_list)) for e in examples]
+    shots = as_shots(examples)
     check_instructions(instructions)
 
     with measured() as run:
