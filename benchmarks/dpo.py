@@ -10,7 +10,7 @@ as train_dpo builds its trainer apart from the variant's changes:
 - before: the configuration before issue 11: TRL's DPOTrainer and its CPU log-probability head, the reference
   forward on every step, random batches, 8 pairs a forward pass (the baseline);
 - ours without one change each (TRL's head / reference every step / random batches / 8 pairs a forward
-  pass), or with glibc's mmap threshold fixed, to attribute the gain and the memory.
+  pass / each prompt computed twice), or with glibc's mmap threshold fixed, to attribute the gain and the memory.
 
 Tokens are real tokens (prompt + chosen and prompt + rejected, no padding), the figure train_dpo reports. The
 time is the trainer's construction (TRL tokenises there, and precomputes the reference there when asked)
@@ -50,6 +50,8 @@ VARIANTS = {
     "ours, reference pass 8 pairs a batch": {"precompute_ref_batch_size": 8},
     # attention in the model's bf16 (torch's flash kernel), as before stages.lib.training_attention
     "ours, bf16 attention": {"half_attention": True},
+    # TRL's stacked batch as it comes: each prompt twice, the shorter answer padded (stages.lib.shared_prompt)
+    "ours, prompts twice": {"share_prompts": False},
 }
 
 
@@ -91,6 +93,7 @@ def run_variant(name: str, n_pairs: int, dtype: str | None, threads: int | None 
     lora_input_cast = variant.pop("lora_input_cast", False)
     reference_order = variant.pop("reference_order", "length")
     half_attention = variant.pop("half_attention", False)
+    share_prompts = variant.pop("share_prompts", True)
     params = load_params()
     precision = benchmark_precision(params.model if threads is None else params.model.model_copy(update={"threads": threads}))
     if dtype:
@@ -111,6 +114,8 @@ def run_variant(name: str, n_pairs: int, dtype: str | None, threads: int | None 
         if reference_order == "dataset":
             trainer_class = type("DatasetOrderDPOTrainer", (LeanDPOTrainer,),
                                  {"_precompute_ref_logps": DPOTrainer._precompute_ref_logps})
+        if not share_prompts:
+            trainer_class = type("StackedPairsDPOTrainer", (trainer_class,), {"share_prompts": False})
         config = DPOConfig(**(setup.config_kwargs | variant | {"disable_tqdm": True}))
         trainer = trainer_class(model=model, ref_model=None, args=config, train_dataset=Dataset.from_list(pairs),
                                 processing_class=tokenizer, peft_config=setup.lora)

@@ -145,3 +145,65 @@ def test_lean_trainer_precomputes_the_reference_as_trl_does_and_groups_pairs_by_
     assert sorted(order) == list(range(16)) and spread < sum(b[-1] - b[0] for b in shuffled)
     trainer.train()  # the cached reference feeds the loss
     assert trainer.state.global_step == 4
+
+
+def _stacked_pairs(vocab: int, prompts: list[int], chosen: list[int], rejected: list[int], seed: int = 0):
+    """TRL's stacked DPO batch for pairs of the given prompt and answer lengths: [chosen rows; rejected rows],
+    right-padded, prompt and padding unlabelled."""
+    gen = torch.Generator().manual_seed(seed)
+    rows, label_rows = [], []
+    answers = [(p, c) for p, c in zip(prompts, chosen)] + [(p, r) for p, r in zip(prompts, rejected)]
+    prompt_ids = [torch.randint(3, vocab, (p,), generator=gen) for p in prompts]
+    for i, (p, a) in enumerate(answers):
+        ids = torch.cat([prompt_ids[i % len(prompts)], torch.randint(3, vocab, (a,), generator=gen)])
+        rows.append(ids)
+        label_rows.append(torch.cat([torch.full((p,), -100), ids[p:]]))
+    width = max(len(r) for r in rows)
+    input_ids = torch.stack([torch.nn.functional.pad(r, (0, width - len(r))) for r in rows])
+    labels = torch.stack([torch.nn.functional.pad(r, (0, width - len(r)), value=-100) for r in label_rows])
+    attention_mask = torch.stack([(torch.arange(width) < len(r)).long() for r in rows])
+    return input_ids, attention_mask, labels
+
+
+@pytest.mark.parametrize("dtype,tolerance", [(torch.float32, 1e-5), (torch.bfloat16, 3e-2)])
+def test_pairs_packed_with_one_prompt_give_the_stacked_batchs_log_probs_and_gradients(tiny_hf_dir, dtype, tolerance):
+    """Each pair as one row (prompt once, rejected answer masked from the chosen one) gives the log-probabilities
+    and gradients of TRL's stacked batch, for answers longer and shorter than their partner and prompts of several
+    lengths, through torch's attention (fp32) and the training's fp32 attention (bf16); a batch whose rows do not
+    pair up is run as it is."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from stages.lib.shared_prompt import pack_pairs
+    from stages.lib.training_attention import FP32_ATTENTION, train_attention_in_fp32
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_hf_dir, dtype=dtype, attn_implementation="sdpa")
+    assert train_attention_in_fp32(base, "auto") == (dtype == torch.bfloat16)
+    assert base.config._attn_implementation == (FP32_ATTENTION if dtype == torch.bfloat16 else "sdpa")
+    # under PEFT, as the trainer runs it (PEFT hands on inputs_embeds=None and the like)
+    model = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    input_ids, attention_mask, labels = _stacked_pairs(model.config.vocab_size, [5, 9, 3], [4, 1, 7], [6, 3, 2])
+    packed = pack_pairs(input_ids, attention_mask, labels)
+    assert packed.input_ids.shape == (3, 15)  # 3 x 15 positions instead of 6 x 12
+    got, shapes = {}, []
+    base.model.register_forward_pre_hook(lambda _, args, kwargs: shapes.append(tuple(kwargs["input_ids"].shape)),
+                                         with_kwargs=True)
+    for share in (False, True):
+        install_label_logprob_head(base, ("log_probs", "entropy"), pairs_share_prompts=share)
+        model.zero_grad()
+        out = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels, fused_lm_head=True)
+        (out.log_probs * torch.linspace(0.5, 2, out.log_probs.shape[1])).sum().backward()
+        got[share] = out, base.model.layers[0].self_attn.q_proj.lora_A["default"].weight.grad.clone()
+    assert shapes == [(6, 12), (3, 15)]  # the model ran the stacked rows, then the packed ones
+    (stacked, stacked_grad), (packed_out, packed_grad) = got[False], got[True]
+    assert torch.equal(stacked.label_mask, packed_out.label_mask)
+    assert torch.allclose(packed_out.log_probs, stacked.log_probs, atol=tolerance)
+    assert torch.allclose(packed_out.entropy, stacked.entropy, atol=tolerance * 10)
+    assert torch.allclose(packed_grad.float(), stacked_grad.float(), atol=tolerance, rtol=tolerance)
+    assert stacked_grad.abs().sum() > 0
+
+    other_prompt = input_ids.clone()
+    other_prompt[4, 0] = other_prompt[1, 0] + 1  # pair 1's rejected row no longer starts with its prompt
+    assert pack_pairs(other_prompt, attention_mask, labels) is None
+    assert pack_pairs(input_ids[:5], attention_mask[:5], labels[:5]) is None  # an odd number of rows
+    assert pack_pairs(input_ids, attention_mask.flip(1), labels) is None  # left padding

@@ -105,12 +105,16 @@ def supports_label_logprob_head(model) -> bool:
     return not scaled and head is not None and getattr(head, "bias", None) is None and hasattr(model, "base_model")
 
 
-def install_label_logprob_head(model, outputs: tuple[str, ...] = OUTPUTS) -> None:
+def install_label_logprob_head(model, outputs: tuple[str, ...] = OUTPUTS, pairs_share_prompts: bool = False) -> None:
     """Make ``model(..., labels=labels, fused_lm_head=True)`` return TRL's FusedCausalLMOutput from this module's
     head. ``model`` is the transformers model itself (under PEFT: ``peft_model.get_base_model()``); without
-    ``fused_lm_head`` its forward is the model class's own, so generation is unchanged. Idempotent."""
+    ``fused_lm_head`` its forward is the model class's own, so generation is unchanged. Idempotent.
+
+    ``pairs_share_prompts``: the batches are DPO's stacked pairs, whose prompts go through the model once
+    (stages.lib.shared_prompt) where the batch and the attention implementation allow it."""
     from trl.trainer.utils import FusedCausalLMOutput
 
+    model._label_head_packs_pairs = pairs_share_prompts
     if getattr(model.forward, "_label_logprob_head", False):
         return
     class_forward = type(model).forward
@@ -122,12 +126,19 @@ def install_label_logprob_head(model, outputs: tuple[str, ...] = OUTPUTS) -> Non
                                        ("num_items_in_batch", num_items_in_batch)) if v is not None}
             return class_forward(self, *args, **kwargs, **extra)
         kwargs["use_cache"] = False
-        hidden = self.base_model(*args, **kwargs).last_hidden_state
+        packed = _pack(self, args, kwargs, labels) if shift_labels is None else None
+        if packed is None:
+            hidden = self.base_model(*args, **kwargs).last_hidden_state
+        else:
+            hidden = self.base_model(input_ids=packed.input_ids, position_ids=packed.position_ids,
+                                     attention_mask=packed.attention_mask, use_cache=False).last_hidden_state
         if shift_labels is None:
-            hidden, shift_labels = hidden[:, :-1], labels[:, 1:]
+            shift_labels = labels[:, 1:]
+            hidden = hidden if packed is not None else hidden[:, :-1]
         mask = shift_labels != -100
+        selected = hidden[mask] if packed is None else packed.gather(hidden, mask)
         head = self.get_output_embeddings()
-        per_token = label_log_probs(hidden[mask], head.weight, shift_labels[mask].to(head.weight.device), outputs)
+        per_token = label_log_probs(selected, head.weight, shift_labels[mask].to(head.weight.device), outputs)
         # Back to [batch, positions], zero where there is no label (masked_scatter keeps the gradient's path)
         log_probs, entropy, log_sum_sq, mean_logits, is_top1 = (
             None if x is None else x.new_zeros(mask.shape).masked_scatter(mask, x) for x in per_token)
@@ -138,3 +149,19 @@ def install_label_logprob_head(model, outputs: tuple[str, ...] = OUTPUTS) -> Non
 
     forward._label_logprob_head = True
     model.forward = types.MethodType(forward, model)
+
+
+def _pack(model, args: tuple, kwargs: dict, labels):
+    """The batch as one row per pair (stages.lib.shared_prompt), or None: not asked for, inputs other than ids
+    and a padding mask (PEFT hands on ``inputs_embeds=None`` and the like: unset ones are no inputs), an
+    attention implementation that would not read a boolean mask, or not stacked pairs."""
+    from .shared_prompt import ATTENTION_WITH_BOOLEAN_MASKS, pack_pairs
+
+    if not getattr(model, "_label_head_packs_pairs", False) or args or labels is None:
+        return None
+    others = {k: v for k, v in kwargs.items() if k not in ("input_ids", "attention_mask", "use_cache")}
+    if any(v not in (None, False) for v in others.values()) or kwargs.get("input_ids") is None:
+        return None
+    if model.config._attn_implementation not in ATTENTION_WITH_BOOLEAN_MASKS:
+        return None
+    return pack_pairs(kwargs["input_ids"], kwargs.get("attention_mask"), labels)

@@ -4,7 +4,8 @@ batched by length. Losses, the reference precompute and the logged metrics are T
 - The log-probability head is stages.lib.logprobs' (see there why), installed in place of TRL's on the policy
   and, when there is one, on the reference model. TRL installs its head inside ``__init__`` and, with
   ``precompute_ref_log_probs``, runs the reference pass there too, so ours goes in before that pass (in
-  ``compute_ref_log_probs``) as well as after ``__init__``.
+  ``compute_ref_log_probs``) as well as after ``__init__``. For DPO it runs each pair as one row, the prompt
+  once for both answers (stages.lib.shared_prompt): the same log-probabilities with fewer tokens through the model.
 - ``train_sampling_strategy="group_by_length"``: transformers' length-grouped sampler reads a length column
   that TRL's DPO data path does not keep, so the lengths (prompt plus the longer completion, what the collator
   pads to) are taken from the tokenised pairs here.
@@ -23,10 +24,10 @@ from trl import DPOTrainer, SFTTrainer
 from .logprobs import install_label_logprob_head, supports_label_logprob_head
 
 
-def _install_on(model, outputs: tuple[str, ...]) -> None:
+def _install_on(model, outputs: tuple[str, ...], pairs_share_prompts: bool = False) -> None:
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     if supports_label_logprob_head(base):
-        install_label_logprob_head(base, outputs)
+        install_label_logprob_head(base, outputs, pairs_share_prompts)
 
 
 class ReturnFreedMemory(TrainerCallback):
@@ -78,6 +79,8 @@ class LeanSFTTrainer(SFTTrainer):
 
 
 class LeanDPOTrainer(DPOTrainer):
+    share_prompts = True  # each pair's prompt through the model once, for both answers (stages.lib.shared_prompt)
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         if _under_autocast(self.args):
@@ -89,7 +92,7 @@ class LeanDPOTrainer(DPOTrainer):
         outputs = ("log_probs", "entropy", "mean_logits", "is_top1") + (("log_sum_sq_probs",) if self.use_weighting else ())
         for model in (self.model, self.ref_model):
             if model is not None:
-                _install_on(model, outputs)
+                _install_on(model, outputs, self.share_prompts)
 
     def compute_ref_log_probs(self, model, inputs):
         self._install_label_head()  # TRL's precompute runs inside its __init__, before ours returns
