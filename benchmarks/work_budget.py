@@ -130,12 +130,14 @@ def stage_work(tokenizer) -> dict[str, tuple[Work, float]]:
     prompt_tokens = unique_prefix_tokens(encode(tokenizer, sorted({r.prompt for r in sft})))
     work["build_prefs"] = (Work(prompt_tokens + generated, generated), prefs["wall_s"])
 
-    # DPO: tokens_seen counts both rows of every pair (prompt + chosen, prompt + rejected); each runs through the
-    # reference pass, the policy's forward and its backward.
+    # DPO: tokens_seen counts both rows of every pair (prompt + chosen, prompt + rejected), but a pair's prompt runs
+    # through the model once for both (stages.lib.shared_prompt); each token goes through the reference pass, the
+    # policy's forward and its backward, the head through the answers' positions only.
     dpo = metrics("train_dpo")
     completions = sum(lengths(tokenizer, [p.chosen for p in pairs] + [p.rejected for p in pairs]))
     rows = sum(lengths(tokenizer, [p.prompt + p.chosen for p in pairs] + [p.prompt + p.rejected for p in pairs]))
-    work["train_dpo"] = (Work(3 * dpo["tokens_seen"], int(3 * dpo["tokens_seen"] * completions / rows)), dpo["wall_s"])
+    through_model = dpo["tokens_seen"] - sum(lengths(tokenizer, [p.prompt for p in pairs]))
+    work["train_dpo"] = (Work(3 * through_model, int(3 * dpo["tokens_seen"] * completions / rows)), dpo["wall_s"])
 
     for path in sorted(OUTCOMES_DIR.glob("*.jsonl")):
         name = path.stem  # <model>-<suite>
