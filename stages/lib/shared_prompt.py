@@ -9,7 +9,7 @@ exactly what it attended to in the stacked batch, and its hidden state, log-prob
 same (up to float rounding); the gradients the prompt receives from both answers meet in its one copy.
 
 On the default preference data the prompts are 27% of the stacked batch's real tokens; the train_dpo stage
-ran 1.19x faster with a 0.5 GB lower peak in fp32 (BENCHMARKS.md, Intel fp32 host).
+ran 1.19-1.26x faster with a 0.45 GB lower peak in fp32 (BENCHMARKS.md, Intel fp32 host).
 """
 from __future__ import annotations
 
