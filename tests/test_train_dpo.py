@@ -168,9 +168,9 @@ def _stacked_pairs(vocab: int, prompts: list[int], chosen: list[int], rejected: 
 @pytest.mark.parametrize("dtype,tolerance", [(torch.float32, 1e-5), (torch.bfloat16, 3e-2)])
 def test_pairs_packed_with_one_prompt_give_the_stacked_batchs_log_probs_and_gradients(tiny_hf_dir, dtype, tolerance):
     """Each pair as one row (prompt once, rejected answer masked from the chosen one) gives the log-probabilities
-    and gradients of TRL's stacked batch, for answers longer and shorter than their partner and prompts of several
-    lengths, through torch's attention (fp32) and the training's fp32 attention (bf16); a batch whose rows do not
-    pair up is run as it is."""
+    and gradients of TRL's stacked batch, for answers longer and shorter than their partner (one truncated to
+    nothing) and prompts of several lengths, through torch's attention (fp32) and the training's fp32 attention
+    (bf16); a batch whose rows do not pair up is run as it is."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
@@ -182,7 +182,7 @@ def test_pairs_packed_with_one_prompt_give_the_stacked_batchs_log_probs_and_grad
     assert base.config._attn_implementation == (FP32_ATTENTION if dtype == torch.bfloat16 else "sdpa")
     # under PEFT, as the trainer runs it (PEFT hands on inputs_embeds=None and the like)
     model = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
-    input_ids, attention_mask, labels = _stacked_pairs(model.config.vocab_size, [5, 9, 3], [4, 1, 7], [6, 3, 2])
+    input_ids, attention_mask, labels = _stacked_pairs(model.config.vocab_size, [5, 9, 3], [4, 1, 7], [6, 3, 0])
     packed = pack_pairs(input_ids, attention_mask, labels)
     assert packed.input_ids.shape == (3, 15)  # 3 x 15 positions instead of 6 x 12
     got, shapes = {}, []
