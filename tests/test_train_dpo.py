@@ -148,21 +148,17 @@ def test_lean_trainer_precomputes_the_reference_as_trl_does_and_groups_pairs_by_
 
 
 def _stacked_pairs(vocab: int, prompts: list[int], chosen: list[int], rejected: list[int], seed: int = 0):
-    """TRL's stacked DPO batch for pairs of the given prompt and answer lengths: [chosen rows; rejected rows],
-    right-padded, prompt and padding unlabelled."""
+    """TRL's own stacked DPO batch (its collator, labels as its loss makes them) for random pairs of the given
+    prompt and answer lengths: [chosen rows; rejected rows], right-padded, prompt and padding unlabelled."""
+    from trl.trainer.dpo_trainer import DataCollatorForPreference
+
     gen = torch.Generator().manual_seed(seed)
-    rows, label_rows = [], []
-    answers = [(p, c) for p, c in zip(prompts, chosen)] + [(p, r) for p, r in zip(prompts, rejected)]
-    prompt_ids = [torch.randint(3, vocab, (p,), generator=gen) for p in prompts]
-    for i, (p, a) in enumerate(answers):
-        ids = torch.cat([prompt_ids[i % len(prompts)], torch.randint(3, vocab, (a,), generator=gen)])
-        rows.append(ids)
-        label_rows.append(torch.cat([torch.full((p,), -100), ids[p:]]))
-    width = max(len(r) for r in rows)
-    input_ids = torch.stack([torch.nn.functional.pad(r, (0, width - len(r))) for r in rows])
-    labels = torch.stack([torch.nn.functional.pad(r, (0, width - len(r)), value=-100) for r in label_rows])
-    attention_mask = torch.stack([(torch.arange(width) < len(r)).long() for r in rows])
-    return input_ids, attention_mask, labels
+    tokens = lambda n: torch.randint(3, vocab, (n,), generator=gen).tolist()  # noqa: E731
+    examples = [{"prompt_ids": tokens(p), "chosen_ids": tokens(c), "rejected_ids": tokens(r)}
+                for p, c, r in zip(prompts, chosen, rejected)]
+    batch = DataCollatorForPreference(pad_token_id=0)(examples)
+    labels = batch["input_ids"].masked_fill(batch["completion_mask"] == 0, -100)
+    return batch["input_ids"], batch["attention_mask"], labels
 
 
 @pytest.mark.parametrize("dtype,tolerance", [(torch.float32, 1e-5), (torch.bfloat16, 3e-2)])

@@ -126,17 +126,18 @@ def install_label_logprob_head(model, outputs: tuple[str, ...] = OUTPUTS, pairs_
                                        ("num_items_in_batch", num_items_in_batch)) if v is not None}
             return class_forward(self, *args, **kwargs, **extra)
         kwargs["use_cache"] = False
-        packed = _pack(self, args, kwargs, labels) if shift_labels is None else None
+        shifted = shift_labels is None  # position t is scored on the label at t + 1
+        if shifted:
+            shift_labels = labels[:, 1:]
+        mask = shift_labels != -100
+        packed = _pack(self, args, kwargs, labels) if shifted else None
         if packed is None:
             hidden = self.base_model(*args, **kwargs).last_hidden_state
+            selected = (hidden[:, :-1] if shifted else hidden)[mask]
         else:
             hidden = self.base_model(input_ids=packed.input_ids, position_ids=packed.position_ids,
                                      attention_mask=packed.attention_mask, use_cache=False).last_hidden_state
-        if shift_labels is None:
-            shift_labels = labels[:, 1:]
-            hidden = hidden if packed is not None else hidden[:, :-1]
-        mask = shift_labels != -100
-        selected = hidden[mask] if packed is None else packed.gather(hidden, mask)
+            selected = packed.gather(hidden, mask)
         head = self.get_output_embeddings()
         per_token = label_log_probs(selected, head.weight, shift_labels[mask].to(head.weight.device), outputs)
         # Back to [batch, positions], zero where there is no label (masked_scatter keeps the gradient's path)
@@ -159,8 +160,8 @@ def _pack(model, args: tuple, kwargs: dict, labels):
 
     if not getattr(model, "_label_head_packs_pairs", False) or args or labels is None:
         return None
-    others = {k: v for k, v in kwargs.items() if k not in ("input_ids", "attention_mask", "use_cache")}
-    if any(v not in (None, False) for v in others.values()) or kwargs.get("input_ids") is None:
+    if kwargs.get("input_ids") is None or any(
+            v not in (None, False) for k, v in kwargs.items() if k not in ("input_ids", "attention_mask", "use_cache")):
         return None
     if model.config._attn_implementation not in ATTENTION_WITH_BOOLEAN_MASKS:
         return None
